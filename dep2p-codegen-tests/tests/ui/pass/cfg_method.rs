@@ -1,0 +1,30 @@
+//! `#[cfg]` on a method carries over to its generated counterparts.
+
+use dep2p_runtime::service;
+
+#[service]
+pub trait Configured {
+    async fn always(&self) -> u32;
+
+    #[cfg(any())]
+    async fn never(&self, x: NotEvenAType) -> u32;
+
+    #[cfg(all())]
+    #[notify]
+    async fn enabled(&self);
+}
+
+struct Impl;
+
+impl Configured for Impl {
+    async fn always(&self) -> u32 {
+        1
+    }
+    async fn enabled(&self) {}
+}
+
+fn main() {
+    let _server = ConfiguredServer::new(Impl);
+    let _ = ConfiguredClient::always;
+    let _ = ConfiguredClient::enabled;
+}

@@ -1,0 +1,51 @@
+//! Compile-time checks that every message type can cross the network, each spanned at the
+//! user's type so that "`Foo: Serialize` is not satisfied" points at `Foo` in the trait.
+
+use proc_macro2::TokenStream;
+use quote::quote_spanned;
+use syn::spanned::Spanned;
+
+use super::Cx;
+use crate::model::Role;
+
+pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        krate,
+        params,
+        ..
+    } = cx;
+    let impl_params = params.impl_params(None);
+    let where_clause = params.where_clause(krate, None);
+    let methods = service.methods.iter().map(|method| {
+        let cfgs = method.cfgs();
+        let types = method
+            .args
+            .iter()
+            .map(|arg| match arg.role {
+                Role::Message => arg.ty,
+                Role::Sender(item) | Role::Receiver(item) => item,
+            })
+            .chain(method.output);
+        let asserts = types.map(|ty| {
+            quote_spanned! {ty.span()=>
+                #private::assert_message::<#ty>();
+            }
+        });
+        quote::quote! {
+            #(#cfgs)*
+            {
+                #(#asserts)*
+            }
+        }
+    });
+    quote::quote! {
+        const _: () = {
+            #[allow(dead_code)]
+            fn __check_messages #impl_params () #where_clause {
+                #(#methods)*
+            }
+        };
+    }
+}

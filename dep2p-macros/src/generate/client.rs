@@ -1,0 +1,180 @@
+//! `{Trait}Client`: one method per trait method, each returning the runtime's call builder.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{args_type, output_type, tuple, Cx};
+use crate::model::{Kind, Method};
+
+pub(super) fn client(cx: &Cx<'_>) -> TokenStream {
+    let definition = definition(cx);
+    let inherent = inherent(cx);
+    let clone = clone(cx);
+    let debug = debug(cx);
+    quote! {
+        #definition
+        #inherent
+        #clone
+        #debug
+    }
+}
+
+fn definition(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        client,
+        params,
+        ..
+    } = cx;
+    let vis = &service.item.vis;
+    let generics = params.decl(None);
+    let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let doc = format!(
+        " The client of the [`{}`] service: one method per trait method, each returning a call \
+         to `.await` or to configure first.",
+        service.ident()
+    );
+    quote! {
+        #[doc = #doc]
+        ///
+        /// Cheap to clone: clones share the connection.
+        #vis struct #client #generics {
+            conn: #private::Connection,
+            #marker
+        }
+    }
+}
+
+fn inherent(cx: &Cx<'_>) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        krate,
+        client,
+        params,
+        ..
+    } = cx;
+    let vis = &service.item.vis;
+    let impl_params = params.impl_params(None);
+    let args = params.args(None);
+    let where_clause = params.where_clause(krate, None);
+    let wire_name = service.wire_name();
+    let name_doc = format!(" The name the service is served under: `{wire_name:?}`.");
+    let marker = params
+        .phantom()
+        .map(|_| quote!(marker: ::core::marker::PhantomData,));
+    let methods = service.methods.iter().map(|method| method_fn(cx, method));
+    quote! {
+        #[automatically_derived]
+        impl #impl_params #client #args #where_clause {
+            #[doc = #name_doc]
+            #vis const SERVICE_NAME: &'static str = #wire_name;
+
+            /// Creates a client that calls the service over `conn`.
+            #vis fn new(conn: #private::Connection) -> Self {
+                Self { conn, #marker }
+            }
+
+            /// The connection this client calls over.
+            #vis fn connection(&self) -> &#private::Connection {
+                &self.conn
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+/// One client method: takes the request's arguments, returns the call builder.
+fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
+    let vis = &cx.service.item.vis;
+    let attrs = method.docs_and_cfgs();
+    let default_doc = (!method.has_docs()).then(|| {
+        let doc = format!(
+            " Calls [`{}::{}`] on the peer.",
+            cx.service.ident(),
+            method.ident()
+        );
+        quote!(#[doc = #doc])
+    });
+    let ident = method.ident();
+    let params = method.messages().map(|arg| {
+        let (binding, ty) = (&arg.binding, arg.ty);
+        quote!(#binding: #ty)
+    });
+    let call = call_type(cx, method);
+    let constructor = call_constructor(cx, method.kind());
+    let wire_name = method.wire_name();
+    let args = tuple(method.messages().map(|arg| &arg.binding));
+    quote! {
+        #(#attrs)*
+        #default_doc
+        #vis fn #ident(&self, #(#params),*) -> #call {
+            #constructor::new(&self.conn, Self::SERVICE_NAME, #wire_name, #args)
+        }
+    }
+}
+
+/// The runtime's call builder type for a method: `Unary<(String,), Result<u64, E>>`.
+fn call_type(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
+    let constructor = call_constructor(cx, method.kind());
+    let args = args_type(method);
+    let output = output_type(method);
+    let unit = || quote!(());
+    let sent = method.receiver_item().map_or_else(unit, |ty| quote!(#ty));
+    let received = method.sender_item().map_or_else(unit, |ty| quote!(#ty));
+    match method.kind() {
+        Kind::Rpc => quote!(#constructor<#args, #output>),
+        Kind::Notify => quote!(#constructor<#args>),
+        Kind::ServerStream => quote!(#constructor<#args, #received, #output>),
+        Kind::ClientStream => quote!(#constructor<#args, #sent, #output>),
+        Kind::Bidi => quote!(#constructor<#args, #sent, #received, #output>),
+    }
+}
+
+fn call_constructor(cx: &Cx<'_>, kind: Kind) -> TokenStream {
+    let private = &cx.private;
+    match kind {
+        Kind::Rpc => quote!(#private::Unary),
+        Kind::Notify => quote!(#private::Notify),
+        Kind::ServerStream => quote!(#private::ServerStreaming),
+        Kind::ClientStream => quote!(#private::ClientStreaming),
+        Kind::Bidi => quote!(#private::Bidi),
+    }
+}
+
+fn clone(cx: &Cx<'_>) -> TokenStream {
+    let Cx { client, params, .. } = cx;
+    let impl_params = params.impl_params(None);
+    let args = params.args(None);
+    let marker = params
+        .phantom()
+        .map(|_| quote!(marker: ::core::marker::PhantomData,));
+    quote! {
+        #[automatically_derived]
+        impl #impl_params ::core::clone::Clone for #client #args {
+            fn clone(&self) -> Self {
+                Self {
+                    conn: ::core::clone::Clone::clone(&self.conn),
+                    #marker
+                }
+            }
+        }
+    }
+}
+
+fn debug(cx: &Cx<'_>) -> TokenStream {
+    let Cx { client, params, .. } = cx;
+    let impl_params = params.impl_params(None);
+    let args = params.args(None);
+    let name = client.to_string();
+    quote! {
+        #[automatically_derived]
+        impl #impl_params ::core::fmt::Debug for #client #args {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name).field("conn", &self.conn).finish()
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Emits the items of a valid service, one function per item.
+
+mod checks;
+mod client;
+mod params;
+mod server;
+mod trait_def;
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote, ToTokens};
+
+use crate::model::{Method, Service};
+use params::Params;
+
+pub(crate) use trait_def::strip_kind_attrs;
+
+/// Everything `#[service]` emits for a valid trait.
+pub(crate) fn service(service: &Service<'_>) -> TokenStream {
+    let cx = Cx::new(service);
+    let trait_def = trait_def::trait_def(service.item);
+    let client = client::client(&cx);
+    let server = server::server(&cx);
+    let checks = checks::checks(&cx);
+    quote! {
+        #trait_def
+        #client
+        #server
+        #checks
+    }
+}
+
+/// What every generator needs.
+struct Cx<'a> {
+    service: &'a Service<'a>,
+    /// Path of the runtime's hidden module: `::dep2p_runtime::__private`.
+    private: TokenStream,
+    krate: TokenStream,
+    params: Params<'a>,
+    client: Ident,
+    server: Ident,
+}
+
+impl<'a> Cx<'a> {
+    fn new(service: &'a Service<'a>) -> Self {
+        let krate = service.krate();
+        let ident = service.ident();
+        Cx {
+            service,
+            private: quote!(#krate::__private),
+            krate,
+            params: Params::new(service),
+            client: format_ident!("{}Client", ident),
+            server: format_ident!("{}Server", ident),
+        }
+    }
+
+    /// The trait, with its generic arguments: `Chat`, `Store<K, V>`.
+    fn trait_path(&self) -> TokenStream {
+        let ident = self.service.ident();
+        let args = self.params.args(None);
+        quote!(#ident #args)
+    }
+}
+
+/// `(a, b)`, `(a,)` or `()`: for patterns, expressions and types alike.
+fn tuple<T: ToTokens>(items: impl IntoIterator<Item = T>) -> TokenStream {
+    let items: Vec<T> = items.into_iter().collect();
+    match items.as_slice() {
+        [one] => quote!((#one,)),
+        items => quote!((#(#items),*)),
+    }
+}
+
+/// The type of the arguments sent with a method's request: `(String, u32)`.
+fn args_type(method: &Method<'_>) -> TokenStream {
+    tuple(method.messages().map(|arg| arg.ty))
+}
+
+/// The method's response type as declared, `()` when it has none.
+fn output_type(method: &Method<'_>) -> TokenStream {
+    match method.output {
+        Some(ty) => ty.to_token_stream(),
+        None => quote!(()),
+    }
+}

@@ -1,0 +1,222 @@
+//! `{Trait}Server<S>`: routes incoming calls to an implementation of the trait.
+
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use super::{args_type, tuple, Cx};
+use crate::model::{Kind, Method, Role};
+
+pub(super) fn server(cx: &Cx<'_>) -> TokenStream {
+    let impl_param = impl_param(cx);
+    let definition = definition(cx, &impl_param);
+    let inherent = inherent(cx, &impl_param);
+    let clone = clone(cx, &impl_param);
+    let debug = debug(cx, &impl_param);
+    let service = service_impl(cx, &impl_param);
+    quote! {
+        #definition
+        #inherent
+        #clone
+        #debug
+        #service
+    }
+}
+
+/// The parameter naming the implementation: `S`, unless the trait already uses that name.
+fn impl_param(cx: &Cx<'_>) -> Ident {
+    ["S", "Svc", "__S"]
+        .iter()
+        .map(|name| format_ident!("{}", name))
+        .find(|ident| {
+            !cx.service
+                .item
+                .generics
+                .params
+                .iter()
+                .any(|param| match param {
+                    syn::GenericParam::Type(param) => param.ident == *ident,
+                    syn::GenericParam::Const(param) => param.ident == *ident,
+                    syn::GenericParam::Lifetime(_) => false,
+                })
+        })
+        .unwrap_or_else(|| format_ident!("__Dep2pService"))
+}
+
+fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        server,
+        params,
+        ..
+    } = cx;
+    let vis = &service.item.vis;
+    let generics = params.decl(Some(s));
+    let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let doc = format!(
+        " Serves an implementation `{s}` of [`{}`]: routes each incoming call to its method.",
+        service.ident()
+    );
+    quote! {
+        #[doc = #doc]
+        ///
+        /// Cheap to clone: clones share the implementation.
+        #vis struct #server #generics {
+            inner: #private::Arc<#s>,
+            #marker
+        }
+    }
+}
+
+fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        krate,
+        server,
+        params,
+        ..
+    } = cx;
+    let vis = &service.item.vis;
+    let impl_params = params.impl_params(Some(s));
+    let args = params.args(Some(s));
+    let trait_path = cx.trait_path();
+    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path)));
+    let marker = params
+        .phantom()
+        .map(|_| quote!(marker: ::core::marker::PhantomData,));
+    quote! {
+        #[automatically_derived]
+        impl #impl_params #server #args #where_clause {
+            /// Serves `service`.
+            #vis fn new(service: #s) -> Self {
+                Self::from_arc(#private::Arc::new(service))
+            }
+
+            /// Serves an implementation shared with other code.
+            #vis fn from_arc(service: #private::Arc<#s>) -> Self {
+                Self { inner: service, #marker }
+            }
+        }
+    }
+}
+
+fn clone(cx: &Cx<'_>, s: &Ident) -> TokenStream {
+    let Cx {
+        private,
+        server,
+        params,
+        ..
+    } = cx;
+    let impl_params = params.impl_params(Some(s));
+    let args = params.args(Some(s));
+    let marker = params
+        .phantom()
+        .map(|_| quote!(marker: ::core::marker::PhantomData,));
+    quote! {
+        #[automatically_derived]
+        impl #impl_params ::core::clone::Clone for #server #args {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: #private::Arc::clone(&self.inner),
+                    #marker
+                }
+            }
+        }
+    }
+}
+
+fn debug(cx: &Cx<'_>, s: &Ident) -> TokenStream {
+    let Cx { server, params, .. } = cx;
+    let impl_params = params.impl_params(Some(s));
+    let args = params.args(Some(s));
+    let name = server.to_string();
+    quote! {
+        #[automatically_derived]
+        impl #impl_params ::core::fmt::Debug for #server #args {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name).finish_non_exhaustive()
+            }
+        }
+    }
+}
+
+fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
+    let Cx {
+        service,
+        private,
+        krate,
+        server,
+        params,
+        ..
+    } = cx;
+    let impl_params = params.impl_params(Some(s));
+    let args = params.args(Some(s));
+    let trait_path = cx.trait_path();
+    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path)));
+    let wire_name = service.wire_name();
+    let arms = service.methods.iter().map(|method| arm(cx, s, method));
+    quote! {
+        #[automatically_derived]
+        impl #impl_params #private::Service for #server #args #where_clause {
+            fn name(&self) -> &str {
+                #wire_name
+            }
+
+            fn call(&self, __call: #private::IncomingCall) -> #private::CallFuture {
+                match __call.method() {
+                    #(#arms)*
+                    _ => __call.unknown_method(),
+                }
+            }
+        }
+    }
+}
+
+/// The match arm routing one method's calls to the implementation.
+fn arm(cx: &Cx<'_>, s: &Ident, method: &Method<'_>) -> TokenStream {
+    let private = &cx.private;
+    let cfgs = method.cfgs();
+    let wire_name = method.wire_name();
+    let ident = method.ident();
+    let trait_path = cx.trait_path();
+    let pattern = tuple(method.messages().map(|arg| &arg.binding));
+    let args_type = args_type(method);
+    // The closure takes the request's arguments, then the stream ends in the order the
+    // runtime passes them: the `Receiver` first, then the `Sender`.
+    let end = |role: fn(&Role<'_>) -> bool, end: &str| {
+        method
+            .args
+            .iter()
+            .find(|arg| role(&arg.role))
+            .map(|arg| {
+                let binding = &arg.binding;
+                let end = format_ident!("{}", end);
+                let item = match arg.role {
+                    Role::Sender(item) | Role::Receiver(item) => quote!(#item),
+                    Role::Message => quote!(()),
+                };
+                quote!(, #binding: #private::#end<#item>)
+            })
+    };
+    let receiver = end(|role| matches!(role, Role::Receiver(_)), "Receiver");
+    let sender = end(|role| matches!(role, Role::Sender(_)), "Sender");
+    let handler = match method.kind() {
+        Kind::Rpc => quote!(unary),
+        Kind::Notify => quote!(notify),
+        Kind::ServerStream => quote!(server_stream),
+        Kind::ClientStream => quote!(client_stream),
+        Kind::Bidi => quote!(bidi),
+    };
+    // Every parameter, in the trait's order.
+    let call_args = method.args.iter().map(|arg| &arg.binding);
+    quote! {
+        #(#cfgs)*
+        #wire_name => {
+            let __svc = #private::Arc::clone(&self.inner);
+            __call.#handler(move |#pattern: #args_type #receiver #sender| async move {
+                <#s as #trait_path>::#ident(&__svc, #(#call_args),*).await
+            })
+        }
+    }
+}

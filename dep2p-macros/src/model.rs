@@ -1,0 +1,297 @@
+//! What generation needs to know about a service: one value for the service and one per
+//! method. The model borrows the parsed syntax, so every error can point at the user's code.
+//! Building it never fails; whatever is wrong is left for `validate` to report.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, ToTokens};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, PathArguments, Receiver,
+    ReturnType, TraitItem, TraitItemFn, Type,
+};
+
+use crate::parse::Options;
+use crate::symbol::{
+    BIDI, CLIENT_STREAM, DEFAULT_CRATE, NOTIFY, RECEIVER, RPC, SENDER, SERVER_STREAM,
+};
+
+/// A `#[service]` trait.
+pub(crate) struct Service<'a> {
+    /// The trait as the user wrote it.
+    pub(crate) item: &'a ItemTrait,
+    pub(crate) options: Options,
+    /// The `fn` items of the trait, in declaration order.
+    pub(crate) methods: Vec<Method<'a>>,
+    /// Every other trait item (consts, types, macros); a service has none.
+    pub(crate) other_items: Vec<&'a TraitItem>,
+}
+
+/// One method of the service.
+pub(crate) struct Method<'a> {
+    /// The method as the user wrote it.
+    pub(crate) item: &'a TraitItemFn,
+    /// Every kind attribute on the method, in order; a valid method has at most one.
+    pub(crate) kind_attrs: Vec<KindAttr<'a>>,
+    /// The `self` parameter, if any.
+    pub(crate) receiver: Option<&'a Receiver>,
+    /// Every parameter after the receiver, in declaration order.
+    pub(crate) args: Vec<Arg<'a>>,
+    /// The declared return type, if any (`-> ()` counts as a return type here).
+    pub(crate) output: Option<&'a Type>,
+}
+
+/// A kind attribute found on a method.
+pub(crate) struct KindAttr<'a> {
+    pub(crate) kind: Kind,
+    pub(crate) attr: &'a Attribute,
+}
+
+/// How a method's call is carried.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    /// One request, one response.
+    Rpc,
+    /// One request, no response.
+    Notify,
+    /// One request, a stream of responses (the handler holds a `Sender`).
+    ServerStream,
+    /// A stream of requests, one response (the handler holds a `Receiver`).
+    ClientStream,
+    /// Both directions (the handler holds a `Receiver` and a `Sender`).
+    Bidi,
+}
+
+/// A parameter of a method (other than the receiver).
+pub(crate) struct Arg<'a> {
+    pub(crate) syntax: &'a PatType,
+    /// The name the generated code binds the argument to.
+    pub(crate) binding: Ident,
+    pub(crate) ty: &'a Type,
+    pub(crate) role: Role<'a>,
+}
+
+/// What a parameter carries.
+#[derive(Clone, Copy)]
+pub(crate) enum Role<'a> {
+    /// A message sent with the request.
+    Message,
+    /// `Sender<T>`: the handler sends a stream of `T`.
+    Sender(&'a Type),
+    /// `Receiver<T>`: the handler receives a stream of `T`.
+    Receiver(&'a Type),
+}
+
+impl Kind {
+    /// Every kind, with the attribute that selects it.
+    pub(crate) const ALL: [(Kind, &'static str); 5] = [
+        (Kind::Rpc, RPC),
+        (Kind::Notify, NOTIFY),
+        (Kind::ServerStream, SERVER_STREAM),
+        (Kind::ClientStream, CLIENT_STREAM),
+        (Kind::Bidi, BIDI),
+    ];
+
+    /// The attribute that selects this kind.
+    pub(crate) fn attr_name(self) -> &'static str {
+        Kind::ALL
+            .iter()
+            .find(|(kind, _)| *kind == self)
+            .map_or(RPC, |(_, name)| name)
+    }
+
+    fn from_attr(attr: &Attribute) -> Option<Kind> {
+        Kind::ALL
+            .iter()
+            .find(|(_, name)| attr.path().is_ident(name))
+            .map(|(kind, _)| *kind)
+    }
+
+    /// Whether the handler of this kind takes a `Sender<T>`.
+    pub(crate) fn has_sender(self) -> bool {
+        matches!(self, Kind::ServerStream | Kind::Bidi)
+    }
+
+    /// Whether the handler of this kind takes a `Receiver<T>`.
+    pub(crate) fn has_receiver(self) -> bool {
+        matches!(self, Kind::ClientStream | Kind::Bidi)
+    }
+}
+
+impl<'a> Service<'a> {
+    pub(crate) fn from_syntax(item: &'a ItemTrait, options: Options) -> Self {
+        let mut methods = Vec::new();
+        let mut other_items = Vec::new();
+        for trait_item in &item.items {
+            match trait_item {
+                TraitItem::Fn(method) => methods.push(Method::from_syntax(method)),
+                other => other_items.push(other),
+            }
+        }
+        Service {
+            item,
+            options,
+            methods,
+            other_items,
+        }
+    }
+
+    pub(crate) fn ident(&self) -> &'a Ident {
+        &self.item.ident
+    }
+
+    /// The service's name on the wire: `name = "..."`, or the trait's identifier.
+    pub(crate) fn wire_name(&self) -> String {
+        match &self.options.name {
+            Some(name) => name.value(),
+            None => self.item.ident.unraw().to_string(),
+        }
+    }
+
+    /// The path generated code reaches the runtime through.
+    pub(crate) fn krate(&self) -> TokenStream {
+        match &self.options.krate {
+            Some(path) => path.to_token_stream(),
+            None => {
+                let ident = Ident::new(DEFAULT_CRATE, Span::call_site());
+                quote!(::#ident)
+            }
+        }
+    }
+
+    /// Whether `ident` names one of the trait's type parameters.
+    pub(crate) fn is_type_param(&self, ident: &Ident) -> bool {
+        self.item.generics.type_params().any(|param| param.ident == *ident)
+    }
+}
+
+impl<'a> Method<'a> {
+    fn from_syntax(item: &'a TraitItemFn) -> Self {
+        let kind_attrs = item
+            .attrs
+            .iter()
+            .filter_map(|attr| Kind::from_attr(attr).map(|kind| KindAttr { kind, attr }))
+            .collect();
+        let mut receiver = None;
+        let mut args = Vec::new();
+        for (index, input) in item.sig.inputs.iter().enumerate() {
+            match input {
+                FnArg::Receiver(r) => receiver = Some(r),
+                FnArg::Typed(syntax) => args.push(Arg::from_syntax(syntax, index)),
+            }
+        }
+        let output = match &item.sig.output {
+            ReturnType::Default => None,
+            ReturnType::Type(_, ty) => Some(&**ty),
+        };
+        Method {
+            item,
+            kind_attrs,
+            receiver,
+            args,
+            output,
+        }
+    }
+
+    pub(crate) fn ident(&self) -> &'a Ident {
+        &self.item.sig.ident
+    }
+
+    /// The method's name on the wire: its identifier, so that adding or reordering methods
+    /// keeps old clients working.
+    pub(crate) fn wire_name(&self) -> String {
+        self.item.sig.ident.unraw().to_string()
+    }
+
+    /// The kind chosen by the (first) kind attribute; request-response without one.
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind_attrs.first().map_or(Kind::Rpc, |attr| attr.kind)
+    }
+
+    /// The attributes generated counterparts of this method carry over: docs and `#[cfg]`s.
+    pub(crate) fn docs_and_cfgs(&self) -> impl Iterator<Item = &'a Attribute> {
+        self.item.attrs.iter().filter(|attr| {
+            let path = attr.path();
+            path.is_ident("doc") || path.is_ident("cfg")
+        })
+    }
+
+    /// The `#[cfg]`s of this method.
+    pub(crate) fn cfgs(&self) -> impl Iterator<Item = &'a Attribute> {
+        self.item
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident("cfg"))
+    }
+
+    /// Whether the user documented the method.
+    pub(crate) fn has_docs(&self) -> bool {
+        self.item.attrs.iter().any(|attr| attr.path().is_ident("doc"))
+    }
+
+    /// The arguments sent with the request, in declaration order.
+    pub(crate) fn messages(&self) -> impl Iterator<Item = &Arg<'a>> {
+        self.args
+            .iter()
+            .filter(|arg| matches!(arg.role, Role::Message))
+    }
+
+    /// The item type of the `Sender<T>` parameter, if any.
+    pub(crate) fn sender_item(&self) -> Option<&'a Type> {
+        self.args.iter().find_map(|arg| match arg.role {
+            Role::Sender(item) => Some(item),
+            _ => None,
+        })
+    }
+
+    /// The item type of the `Receiver<T>` parameter, if any.
+    pub(crate) fn receiver_item(&self) -> Option<&'a Type> {
+        self.args.iter().find_map(|arg| match arg.role {
+            Role::Receiver(item) => Some(item),
+            _ => None,
+        })
+    }
+}
+
+impl<'a> Arg<'a> {
+    fn from_syntax(syntax: &'a PatType, index: usize) -> Self {
+        let binding = match &*syntax.pat {
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
+            // `_` and patterns (rejected by validation) get a generated name.
+            other => format_ident!("__arg{}", index, span = other.span()),
+        };
+        Arg {
+            syntax,
+            binding,
+            ty: &syntax.ty,
+            role: stream_role(&syntax.ty),
+        }
+    }
+}
+
+/// `Sender<T>` or `Receiver<T>`, recognised by the last path segment and its one type argument.
+fn stream_role(ty: &Type) -> Role<'_> {
+    let Type::Path(path) = ty else {
+        return Role::Message;
+    };
+    if path.qself.is_some() {
+        return Role::Message;
+    }
+    let Some(last) = path.path.segments.last() else {
+        return Role::Message;
+    };
+    let PathArguments::AngleBracketed(generics) = &last.arguments else {
+        return Role::Message;
+    };
+    let mut types = generics.args.iter();
+    let (Some(GenericArgument::Type(item)), None) = (types.next(), types.next()) else {
+        return Role::Message;
+    };
+    if last.ident == SENDER {
+        Role::Sender(item)
+    } else if last.ident == RECEIVER {
+        Role::Receiver(item)
+    } else {
+        Role::Message
+    }
+}

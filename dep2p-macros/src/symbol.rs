@@ -1,0 +1,41 @@
+//! Names the macro recognises in user code, in one place.
+
+/// `#[service(name = "...")]`: the service's wire name.
+pub(crate) const OPT_NAME: &str = "name";
+/// `#[service(crate = "...")]`: the path of the runtime crate.
+pub(crate) const OPT_CRATE: &str = "crate";
+/// Every option `#[service(...)]` accepts, in the order error messages list them.
+pub(crate) const OPTIONS: &[&str] = &[OPT_NAME, OPT_CRATE];
+
+/// Method attribute: request-response (the default when a method has no kind attribute).
+pub(crate) const RPC: &str = "rpc";
+/// Method attribute: one-way call, no response.
+pub(crate) const NOTIFY: &str = "notify";
+/// Method attribute: one request, a stream of responses.
+pub(crate) const SERVER_STREAM: &str = "server_stream";
+/// Method attribute: a stream of requests, one response.
+pub(crate) const CLIENT_STREAM: &str = "client_stream";
+/// Method attribute: streams in both directions.
+pub(crate) const BIDI: &str = "bidi";
+
+/// Last path segment of the stream end a handler sends on.
+pub(crate) const SENDER: &str = "Sender";
+/// Last path segment of the stream end a handler receives from.
+pub(crate) const RECEIVER: &str = "Receiver";
+
+/// The runtime crate when `crate = "..."` is not given.
+pub(crate) const DEFAULT_CRATE: &str = "dep2p_runtime";
+
+/// Methods of the generated client that a trait method of the same name would clash with,
+/// each with how to say so (`{client}` stands for the client's name).
+pub(crate) const CLIENT_RESERVED: &[(&str, &str)] = &[
+    ("new", "would clash with the generated constructor `{client}::new`"),
+    (
+        "connection",
+        "would clash with the generated accessor `{client}::connection`",
+    ),
+    (
+        "clone",
+        "would shadow `Clone::clone` of `{client}`, the generated client",
+    ),
+];

@@ -1,0 +1,337 @@
+//! The rules a `#[service]` trait must follow, one function per rule. Every rule runs and
+//! records its errors, so one compile reports every mistake, each at the user's code.
+
+use std::collections::HashMap;
+
+use syn::ext::IdentExt;
+use syn::{GenericArgument, GenericParam, Meta, Pat, PathArguments, ReturnType, TraitItem, Type};
+
+use crate::errors::Errors;
+use crate::model::{Kind, Method, Role, Service};
+use crate::symbol::{CLIENT_RESERVED, RECEIVER, SENDER};
+
+/// Checks the whole service.
+pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
+    no_lifetime_parameters(service, errors);
+    only_methods(service, errors);
+    for method in &service.methods {
+        method_is_async(method, errors);
+        no_qualifiers(method, errors);
+        receiver_is_shared_ref(method, errors);
+        no_method_generics(method, errors);
+        no_default_body(method, errors);
+        arguments_are_named(method, errors);
+        types_are_owned(method, errors);
+        kind_attribute_has_no_arguments(method, errors);
+        one_kind_per_method(method, errors);
+        notify_returns_nothing(method, errors);
+        stream_ends_match_kind(method, errors);
+    }
+    unique_method_names(service, errors);
+    no_clash_with_client_items(service, errors);
+}
+
+/// Messages are owned values, so the trait cannot borrow anything.
+fn no_lifetime_parameters(service: &Service<'_>, errors: &mut Errors) {
+    for param in &service.item.generics.params {
+        if let GenericParam::Lifetime(lifetime) = param {
+            errors.spanned(
+                lifetime,
+                "a #[service] trait cannot have lifetime parameters: messages are owned values",
+            );
+        }
+    }
+}
+
+/// A service is a set of methods; associated consts, types and macros have no meaning on
+/// the wire.
+fn only_methods(service: &Service<'_>, errors: &mut Errors) {
+    for item in &service.other_items {
+        let what = match item {
+            TraitItem::Const(_) => "associated consts",
+            TraitItem::Type(_) => "associated types",
+            TraitItem::Macro(_) => "macro invocations",
+            _ => "items other than methods",
+        };
+        errors.spanned(
+            item,
+            format_args!("a #[service] trait contains only `async fn` methods, not {what}"),
+        );
+    }
+}
+
+fn method_is_async(method: &Method<'_>, errors: &mut Errors) {
+    let sig = &method.item.sig;
+    if sig.asyncness.is_none() {
+        let fn_token = &sig.fn_token;
+        let ident = &sig.ident;
+        errors.spanned(
+            quote::quote!(#fn_token #ident),
+            "methods of a #[service] trait must be `async fn`",
+        );
+    }
+}
+
+fn no_qualifiers(method: &Method<'_>, errors: &mut Errors) {
+    let sig = &method.item.sig;
+    if let Some(token) = &sig.constness {
+        errors.spanned(token, "service methods cannot be `const`");
+    }
+    if let Some(token) = &sig.unsafety {
+        errors.spanned(token, "service methods cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.spanned(abi, "service methods cannot declare an ABI");
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.spanned(variadic, "service methods cannot be variadic");
+    }
+}
+
+/// `&self`: the server shares one implementation between concurrent calls.
+fn receiver_is_shared_ref(method: &Method<'_>, errors: &mut Errors) {
+    const WHY: &str = "the server shares one implementation between concurrent calls";
+    match method.receiver {
+        None => errors.at(
+            method.item.sig.paren_token.span.join(),
+            format_args!("service methods take `&self` as their first parameter: {WHY}"),
+        ),
+        Some(receiver) => {
+            let shared_ref = match &*receiver.ty {
+                Type::Reference(reference) => {
+                    reference.mutability.is_none()
+                        && matches!(&*reference.elem, Type::Path(path) if path.qself.is_none() && path.path.is_ident("Self"))
+                }
+                _ => false,
+            };
+            if !shared_ref {
+                errors.spanned(receiver, format_args!("expected `&self`: {WHY}"));
+            }
+        }
+    }
+}
+
+fn no_method_generics(method: &Method<'_>, errors: &mut Errors) {
+    let generics = &method.item.sig.generics;
+    if !generics.params.is_empty() || generics.where_clause.is_some() {
+        errors.spanned(
+            generics,
+            "service methods cannot be generic: each method has fixed message types \
+             (type parameters can be declared on the trait)",
+        );
+    }
+}
+
+fn no_default_body(method: &Method<'_>, errors: &mut Errors) {
+    if let Some(body) = &method.item.default {
+        errors.at(
+            body.brace_token.span.join(),
+            "service methods have no default body: the server's implementation provides it",
+        );
+    }
+}
+
+/// The generated client method takes each argument by its name.
+fn arguments_are_named(method: &Method<'_>, errors: &mut Errors) {
+    for arg in &method.args {
+        let plain = match &*arg.syntax.pat {
+            Pat::Ident(pat) => {
+                pat.by_ref.is_none() && pat.mutability.is_none() && pat.subpat.is_none()
+            }
+            Pat::Wild(_) => true,
+            _ => false,
+        };
+        if !plain {
+            errors.spanned(
+                &arg.syntax.pat,
+                "service method arguments must be plain names (e.g. `user: User`), not patterns",
+            );
+        }
+    }
+}
+
+/// Every argument, stream item and return value crosses the network, so none can borrow.
+fn types_are_owned(method: &Method<'_>, errors: &mut Errors) {
+    for arg in &method.args {
+        borrowed_types(arg.ty, errors);
+    }
+    if let ReturnType::Type(_, ty) = &method.item.sig.output {
+        borrowed_types(ty, errors);
+    }
+}
+
+fn borrowed_types(ty: &Type, errors: &mut Errors) {
+    match ty {
+        Type::Reference(reference) => errors.spanned(
+            reference,
+            "messages are sent over the network and must be owned: use an owned type \
+             (e.g. `String` for `&str`, `Vec<T>` for `&[T]`)",
+        ),
+        Type::ImplTrait(impl_trait) => errors.spanned(
+            impl_trait,
+            "`impl Trait` cannot be sent over the network: use a concrete type",
+        ),
+        Type::Array(array) => borrowed_types(&array.elem, errors),
+        Type::Group(group) => borrowed_types(&group.elem, errors),
+        Type::Paren(paren) => borrowed_types(&paren.elem, errors),
+        Type::Slice(slice) => borrowed_types(&slice.elem, errors),
+        Type::Tuple(tuple) => tuple.elems.iter().for_each(|e| borrowed_types(e, errors)),
+        Type::Path(path) => {
+            for segment in &path.path.segments {
+                if let PathArguments::AngleBracketed(args) = &segment.arguments {
+                    for arg in &args.args {
+                        if let GenericArgument::Type(ty) = arg {
+                            borrowed_types(ty, errors);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn kind_attribute_has_no_arguments(method: &Method<'_>, errors: &mut Errors) {
+    for kind_attr in &method.kind_attrs {
+        if !matches!(kind_attr.attr.meta, Meta::Path(_)) {
+            errors.spanned(
+                &kind_attr.attr.meta,
+                format_args!("`#[{}]` takes no arguments", kind_attr.kind.attr_name()),
+            );
+        }
+    }
+}
+
+fn one_kind_per_method(method: &Method<'_>, errors: &mut Errors) {
+    let Some((first, rest)) = method.kind_attrs.split_first() else {
+        return;
+    };
+    for extra in rest {
+        let message = if extra.kind == first.kind {
+            format!("duplicate `#[{}]`", extra.kind.attr_name())
+        } else {
+            format!(
+                "a method has one kind: `#[{}]` conflicts with `#[{}]`",
+                extra.kind.attr_name(),
+                first.kind.attr_name()
+            )
+        };
+        errors.spanned(extra.attr, message);
+    }
+}
+
+/// A notification has no response, so nothing could carry a return value.
+fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
+    if method.kind() != Kind::Notify {
+        return;
+    }
+    if let Some(output) = method.output {
+        let unit = matches!(output, Type::Tuple(tuple) if tuple.elems.is_empty());
+        if !unit {
+            errors.spanned(
+                output,
+                "`#[notify]` methods return nothing: no response is sent \
+                 (use a request-response method to get a value back)",
+            );
+        }
+    }
+}
+
+/// Each kind takes exactly the stream ends it uses: `#[server_stream]` one `Sender<T>`,
+/// `#[client_stream]` one `Receiver<T>`, `#[bidi]` one of each, the others none.
+fn stream_ends_match_kind(method: &Method<'_>, errors: &mut Errors) {
+    let kind = method.kind();
+    let mut senders = 0;
+    let mut receivers = 0;
+    for arg in &method.args {
+        let (end, allowed, seen) = match arg.role {
+            Role::Message => continue,
+            Role::Sender(_) => (SENDER, kind.has_sender(), &mut senders),
+            Role::Receiver(_) => (RECEIVER, kind.has_receiver(), &mut receivers),
+        };
+        *seen += 1;
+        if !allowed {
+            errors.spanned(
+                arg.ty,
+                format_args!(
+                    "a `{end}<T>` parameter needs {}; this method is {}",
+                    methods_with(end),
+                    describe(kind)
+                ),
+            );
+        } else if *seen > 1 {
+            errors.spanned(
+                arg.ty,
+                format_args!("a method takes at most one `{end}<T>` parameter"),
+            );
+        }
+    }
+    let missing = [
+        (kind.has_sender() && senders == 0, SENDER, "send"),
+        (kind.has_receiver() && receivers == 0, RECEIVER, "receive"),
+    ];
+    for (is_missing, end, verb) in missing {
+        if is_missing {
+            let message = format!(
+                "`#[{}]` methods take a `{end}<T>` parameter to {verb} the stream on",
+                kind.attr_name()
+            );
+            match method.kind_attrs.first() {
+                Some(kind_attr) => errors.spanned(kind_attr.attr, message),
+                None => errors.spanned(&method.item.sig.ident, message),
+            }
+        }
+    }
+}
+
+fn methods_with(end: &str) -> &'static str {
+    if end == SENDER {
+        "`#[server_stream]` or `#[bidi]`"
+    } else {
+        "`#[client_stream]` or `#[bidi]`"
+    }
+}
+
+fn describe(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Rpc => "request-response (the default kind)",
+        Kind::Notify => "`#[notify]`",
+        Kind::ServerStream => "`#[server_stream]`",
+        Kind::ClientStream => "`#[client_stream]`",
+        Kind::Bidi => "`#[bidi]`",
+    }
+}
+
+/// Methods are identified on the wire by name, so names must be unique.
+fn unique_method_names(service: &Service<'_>, errors: &mut Errors) {
+    let mut seen = HashMap::new();
+    for method in &service.methods {
+        let name = method.wire_name();
+        if seen.insert(name.clone(), method.ident()).is_some() {
+            errors.spanned(
+                method.ident(),
+                format_args!(
+                    "duplicate method `{name}`: methods are identified on the wire by name"
+                ),
+            );
+        }
+    }
+}
+
+/// The generated client has inherent items of its own; a method of the same name would
+/// clash with them.
+fn no_clash_with_client_items(service: &Service<'_>, errors: &mut Errors) {
+    for method in &service.methods {
+        let name = method.ident().unraw().to_string();
+        if let Some((_, clash)) = CLIENT_RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+            let client = format!("{}Client", service.ident().unraw());
+            errors.spanned(
+                method.ident(),
+                format_args!(
+                    "a method named `{name}` {}; rename the method",
+                    clash.replace("{client}", &client)
+                ),
+            );
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A connection between two nodes, and the loop that serves the calls arriving on it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::identity::NodeId;
+use crate::node::Shared;
+use crate::server::{reject, IncomingCall};
+use crate::wire::{self, FrameReader, Kind, TAG_CALL};
+
+/// A mutually authenticated QUIC connection to another node.
+///
+/// Cheap to clone. Either side can call over it: build a generated client with
+/// `{Trait}Client::new(connection)`. Calls the peer makes on it are served by this node's
+/// services, whichever side dialed.
+#[derive(Clone)]
+pub struct Connection {
+    quic: quinn::Connection,
+    remote: NodeId,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("remote_id", &self.remote)
+            .field("remote_address", &self.quic.remote_address())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Wraps an established QUIC connection and starts serving the calls that arrive on it.
+    pub(crate) fn start(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
+        let conn = Connection {
+            quic,
+            remote,
+            shared,
+        };
+        let serving = conn.clone();
+        tokio::spawn(serve(serving));
+        conn
+    }
+
+    /// The verified node id of the peer.
+    pub fn remote_id(&self) -> NodeId {
+        self.remote
+    }
+
+    /// The peer's current UDP address.
+    pub fn remote_address(&self) -> SocketAddr {
+        self.quic.remote_address()
+    }
+
+    /// The current round-trip time estimate.
+    pub fn rtt(&self) -> std::time::Duration {
+        self.quic.rtt()
+    }
+
+    /// Closes the connection at once. Calls in flight on it fail with [`Error::Closed`] here
+    /// and [`Error::ConnectionLost`] on the peer.
+    pub fn close(&self) {
+        self.quic.close(wire::CLOSE_NORMAL.into(), b"closed");
+    }
+
+    /// Completes when the connection is closed, with the reason.
+    pub async fn closed(&self) -> Error {
+        Error::from_connection(&self.quic.closed().await)
+    }
+
+    /// Why the connection closed, if it has.
+    pub fn close_reason(&self) -> Option<Error> {
+        self.quic.close_reason().map(|e| Error::from_connection(&e))
+    }
+
+    pub(crate) fn quic(&self) -> &quinn::Connection {
+        &self.quic
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        self.shared.config()
+    }
+}
+
+/// Accepts the streams the peer opens and serves each as a call, until the connection closes.
+async fn serve(conn: Connection) {
+    let limit = Arc::new(Semaphore::new(conn.config().max_concurrent_calls));
+    loop {
+        let (send, recv) = tokio::select! {
+            bi = conn.quic.accept_bi() => match bi {
+                Ok((send, recv)) => (Some(send), recv),
+                Err(_) => break,
+            },
+            uni = conn.quic.accept_uni() => match uni {
+                Ok(recv) => (None, recv),
+                Err(_) => break,
+            },
+        };
+        let call_conn = conn.clone();
+        let limit = Arc::clone(&limit);
+        conn.shared
+            .tracker()
+            .spawn(serve_stream(call_conn, send, recv, limit));
+    }
+}
+
+/// Reads one call's header and hands the call to its service.
+async fn serve_stream(
+    conn: Connection,
+    send: Option<quinn::SendStream>,
+    recv: quinn::RecvStream,
+    limit: Arc<Semaphore>,
+) {
+    let config = conn.config();
+    let mut reader = FrameReader::new(recv, config.max_message_size);
+    let first = tokio::time::timeout(config.header_timeout, reader.frame()).await;
+    let payload = match first {
+        Ok(Ok(Some((TAG_CALL, payload)))) => payload,
+        Ok(Ok(Some((tag, _)))) => {
+            let err = Error::Protocol(format!("expected a call header, got frame tag {tag:#04x}"));
+            return refuse(reader, send, err).await;
+        }
+        // The peer opened a stream and finished it without a call: nothing to answer.
+        Ok(Ok(None)) => return refuse(reader, send, Error::Protocol("empty stream".into())).await,
+        Ok(Err(err)) => return refuse(reader, send, err).await,
+        Err(_) => {
+            let err = Error::Protocol(format!(
+                "no call header within {:?}",
+                config.header_timeout
+            ));
+            return refuse(reader, send, err).await;
+        }
+    };
+    let (header, args) = match wire::decode_call(&payload) {
+        Ok(call) => call,
+        Err(err) => return refuse(reader, send, err).await,
+    };
+    if send.is_none() != (header.kind == Kind::Notify) {
+        let err = Error::Protocol("notifications, and only they, use unidirectional streams".into());
+        return refuse(reader, send, err).await;
+    }
+    if conn.shared.is_shutting_down() {
+        return refuse(reader, send, Error::ShuttingDown).await;
+    }
+    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+        let err = Error::Overloaded(format!(
+            "more than {} calls in flight on this connection",
+            config.max_concurrent_calls
+        ));
+        return refuse(reader, send, err).await;
+    };
+    let Some(service) = conn.shared.service(&header.service) else {
+        let err = Error::UnknownService(header.service.into_owned());
+        return refuse(reader, send, err).await;
+    };
+    let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit);
+    service.call(call).await;
+}
+
+/// Answers a stream that will not be served, telling the peer to stop sending on it.
+async fn refuse(mut reader: FrameReader, send: Option<quinn::SendStream>, err: Error) {
+    tracing::debug!(%err, "call refused");
+    let code = match err {
+        Error::ShuttingDown => wire::STREAM_REFUSED,
+        Error::Protocol(_) | Error::MessageTooLarge(_) => wire::STREAM_PROTOCOL,
+        _ => wire::STREAM_CANCELLED,
+    };
+    reader.try_finish();
+    reader.stop(code);
+    reject(send, &err).await;
+}

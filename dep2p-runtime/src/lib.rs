@@ -1,0 +1,86 @@
+//! Typed, symmetric RPC over QUIC.
+//!
+//! A service is a Rust trait annotated with [`#[service]`](service). The attribute generates a
+//! typed client (`{Trait}Client`) and a server (`{Trait}Server`) that a [`Node`] serves. Every
+//! call travels on its own QUIC stream of a mutually authenticated connection, encoded with
+//! postcard; either side of a connection can call the other.
+//!
+//! ```
+//! use dep2p_runtime::{service, Node};
+//!
+//! #[service]
+//! pub trait Greeter {
+//!     /// Says hello.
+//!     async fn hello(&self, name: String) -> String;
+//! }
+//!
+//! struct Polite;
+//!
+//! impl Greeter for Polite {
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("Hello, {name}!")
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), dep2p_runtime::Error> {
+//! let server = Node::builder()
+//!     .serve(GreeterServer::new(Polite))
+//!     .bind("127.0.0.1:0")
+//!     .await?;
+//! let client = Node::builder().bind("127.0.0.1:0").await?;
+//! let conn = client.connect(server.local_addr(), server.id()).await?;
+//!
+//! let greeter = GreeterClient::new(conn);
+//! assert_eq!(greeter.hello("Ada".into()).await?, "Hello, Ada!");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The five kinds of method, their errors, deadlines, cancellation and limits are described in
+//! the crate's README; the wire protocol in `docs/PROTOCOL.md`.
+#![warn(missing_docs)]
+
+mod call;
+mod config;
+mod connection;
+mod error;
+mod identity;
+mod node;
+mod server;
+mod stream;
+mod wire;
+
+pub use call::{
+    Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
+    ServerStreaming, ServerStreamingKind, Unary, UnaryKind,
+};
+pub use connection::Connection;
+pub use error::Error;
+pub use identity::{NodeId, ParseNodeIdError, SecretKey};
+pub use node::{Node, NodeBuilder};
+pub use server::{CallContext, CallFuture, IncomingCall, Service};
+pub use stream::{Receiver, Response, Sender};
+pub use wire::{Kind, ALPN};
+
+/// Turns a trait into a typed client and server. See the crate's README for the full
+/// description of what it accepts and generates.
+pub use dep2p_macros::service;
+
+/// What generated code needs. Not a public API: it may change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use ::serde;
+    pub use ::std::sync::Arc;
+
+    pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
+    pub use crate::server::{CallFuture, IncomingCall, Service};
+    pub use crate::{Connection, Error, Receiver, Sender};
+
+    /// Checks, at compile time, that `T` can travel as a message.
+    pub fn assert_message<T>()
+    where
+        T: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
+    {
+    }
+}

@@ -1,0 +1,386 @@
+//! Nodes: an identity, a UDP socket, the services served and the connections made.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::identity::{self, AnyPeer, ExpectedPeer, NodeId, SecretKey};
+use crate::server::Service;
+use crate::wire;
+
+/// What every connection and call of a node shares.
+pub(crate) struct Shared {
+    id: NodeId,
+    config: Config,
+    services: RwLock<HashMap<String, Arc<dyn Service>>>,
+    shutting_down: AtomicBool,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn service(&self, name: &str) -> Option<Arc<dyn Service>> {
+        let services = self.services.read().unwrap_or_else(|e| e.into_inner());
+        services.get(name).cloned()
+    }
+
+    fn add_service(&self, service: Arc<dyn Service>) {
+        let mut services = self.services.write().unwrap_or_else(|e| e.into_inner());
+        services.insert(service.name().to_string(), service);
+    }
+}
+
+/// A dep2p node: an identity bound to a UDP socket, serving its services to any peer that
+/// connects and calling peers it connects to.
+///
+/// Cheap to clone. Dropping the last handle closes the node's socket and every connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), dep2p_runtime::Error> {
+/// use dep2p_runtime::Node;
+///
+/// let server = Node::builder().bind("127.0.0.1:0").await?;
+/// let client = Node::builder().bind("127.0.0.1:0").await?;
+/// let conn = client.connect(server.local_addr(), server.id()).await?;
+/// assert_eq!(conn.remote_id(), server.id());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    key: SecretKey,
+    transport: Arc<quinn::TransportConfig>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(wire::CLOSE_NORMAL.into(), b"node dropped");
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.shared.id)
+            .field("local_addr", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.inner.shared.id
+    }
+
+    /// This node's key.
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.inner.key
+    }
+
+    /// The UDP address the node is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Serves `service` on every connection, current and future. A service of the same name
+    /// is replaced.
+    pub fn serve(&self, service: impl Service) {
+        self.inner.shared.add_service(Arc::new(service));
+    }
+
+    /// Connects to the node `id` at `addr`.
+    ///
+    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, and with
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout.
+    pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
+        let inner = &self.inner;
+        if inner.shared.is_shutting_down() {
+            return Err(Error::Closed);
+        }
+        let verifier = Arc::new(ExpectedPeer::new(id));
+        let (cert, key) = inner.key.certificate()?;
+        let mut crypto = rustls::ClientConfig::builder_with_provider(identity::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_client_auth_cert(vec![cert], key)
+            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let crypto =
+            QuicClientConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(Arc::clone(&inner.transport));
+
+        let unreachable = |reason: String| Error::Unreachable { addr, reason };
+        let connecting = inner
+            .endpoint
+            .connect_with(config, addr, "dep2p")
+            .map_err(|e| unreachable(e.to_string()))?;
+        let timeout = inner.shared.config.connect_timeout;
+        let quic = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(quic)) => quic,
+            Ok(Err(err)) => {
+                let presented = verifier.presented.lock().ok().and_then(|p| *p);
+                return Err(match presented {
+                    Some(presented) if presented != id => Error::WrongNodeId {
+                        expected: id,
+                        presented,
+                    },
+                    _ => unreachable(err.to_string()),
+                });
+            }
+            Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
+        };
+        Ok(Connection::start(quic, id, Arc::clone(&inner.shared)))
+    }
+
+    /// Stops taking new calls and connections, lets the calls in flight finish for up to
+    /// `grace`, then closes every connection.
+    ///
+    /// Calls that arrive meanwhile fail with [`Error::ShuttingDown`] on the caller's side, as
+    /// do calls still running when the grace period ends.
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.shared.shutting_down.store(true, Ordering::Relaxed);
+        inner.endpoint.set_server_config(None);
+        inner.shared.tracker.close();
+        let _ = tokio::time::timeout(grace, inner.shared.tracker.wait()).await;
+        inner
+            .endpoint
+            .close(wire::CLOSE_SHUTDOWN.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
+    }
+
+    /// Closes every connection at once, failing the calls in flight.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.shared.shutting_down.store(true, Ordering::Relaxed);
+        inner
+            .endpoint
+            .close(wire::CLOSE_SHUTDOWN.into(), b"closed");
+    }
+}
+
+/// Configures and binds a [`Node`]. Every setter documents its default.
+#[derive(Default)]
+pub struct NodeBuilder {
+    config: Config,
+    key: Option<SecretKey>,
+    services: Vec<Arc<dyn Service>>,
+}
+
+impl fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("key", &self.key)
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+impl NodeBuilder {
+    /// The node's key, and so its identity. Default: a newly generated key.
+    pub fn secret_key(mut self, key: SecretKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Serves `service` from the start.
+    pub fn serve(mut self, service: impl Service) -> Self {
+        self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Deadline of request-response calls and notifications that set none themselves.
+    /// Streaming calls have no default deadline (the idle-stream timeout bounds them).
+    /// Default: 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Time allowed to establish a connection. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest encoded message (arguments, stream item or result) sent or accepted. A larger
+    /// incoming one is refused before any memory is set aside for it. Default: 16 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+
+    /// Calls one connection may have running on this node at once; further calls fail with
+    /// [`Error::Overloaded`]. Default: 1,024.
+    pub fn max_concurrent_calls(mut self, calls: usize) -> Self {
+        self.config.max_concurrent_calls = calls;
+        self
+    }
+
+    /// QUIC streams a peer may have open towards this node at once, per direction. A caller
+    /// past this limit waits for a stream to free up rather than failing. Default: 1,024.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.config.max_concurrent_streams = streams;
+        self
+    }
+
+    /// Time allowed between a peer opening a stream and its call header arriving; past it the
+    /// stream is refused. Default: 10 s.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.config.header_timeout = timeout;
+        self
+    }
+
+    /// A stream on which nothing arrives (or nothing can be sent) for this long fails with
+    /// [`Error::IdleTimeout`]. Default: 5 minutes.
+    pub fn idle_stream_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_stream_timeout = timeout;
+        self
+    }
+
+    /// Flow-control window of one stream: bytes a peer may send before this node reads them.
+    /// Default: 1 MiB.
+    pub fn stream_window(mut self, bytes: u32) -> Self {
+        self.config.stream_window = bytes;
+        self
+    }
+
+    /// Flow-control window of a whole connection. Default: 16 MiB.
+    pub fn connection_window(mut self, bytes: u32) -> Self {
+        self.config.connection_window = bytes;
+        self
+    }
+
+    /// A connection on which nothing is received for this long is closed. Default: 30 s.
+    pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Interval of keep-alive packets on idle connections. Default: 10 s.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.config.keep_alive_interval = interval;
+        self
+    }
+
+    /// Binds the node to `addr` (port 0 picks a free port) and starts accepting connections.
+    /// Must be called within a tokio runtime.
+    pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Node, Error> {
+        let NodeBuilder {
+            config,
+            key,
+            services,
+        } = self;
+        config.validate()?;
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| Error::Config("no address to bind".into()))?;
+        let key = key.unwrap_or_else(SecretKey::generate);
+        let transport = Arc::new(config.transport()?);
+
+        let (cert, private) = key.certificate()?;
+        let mut crypto = rustls::ServerConfig::builder_with_provider(identity::crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| Error::Config(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(AnyPeer::new()))
+            .with_single_cert(vec![cert], private)
+            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+        crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
+        let crypto =
+            QuicServerConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::clone(&transport));
+
+        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let local_addr = endpoint.local_addr()?;
+        let shared = Arc::new(Shared {
+            id: key.public(),
+            config,
+            services: RwLock::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+        });
+        for service in services {
+            shared.add_service(service);
+        }
+        tokio::spawn(accept(endpoint.clone(), Arc::clone(&shared)));
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                endpoint,
+                local_addr,
+                key,
+                transport,
+                shared,
+            }),
+        })
+    }
+}
+
+/// Accepts connections until the endpoint closes.
+async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        if shared.is_shutting_down() {
+            incoming.refuse();
+            continue;
+        }
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let timeout = shared.config.connect_timeout;
+            let quic = match tokio::time::timeout(timeout, incoming).await {
+                Ok(Ok(quic)) => quic,
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "incoming connection failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("incoming connection timed out in its handshake");
+                    return;
+                }
+            };
+            match identity::remote_node_id(&quic) {
+                Some(remote) => {
+                    Connection::start(quic, remote, shared);
+                }
+                None => quic.close(wire::CLOSE_NORMAL.into(), b"no node id"),
+            }
+        });
+    }
+}

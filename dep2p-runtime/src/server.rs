@@ -1,0 +1,459 @@
+//! The serving side: services, incoming calls and the context a handler can reach.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::identity::NodeId;
+use crate::stream::{Receiver, Sender};
+use crate::wire::{self, CallHeader, FrameReader, Kind, StatusCode, TAG_RESULT};
+
+/// The future that serves one call.
+pub type CallFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A service a node serves: what `#[service]` generates as `{Trait}Server`.
+///
+/// Register one with [`NodeBuilder::serve`](crate::NodeBuilder::serve) or
+/// [`Node::serve`](crate::Node::serve).
+pub trait Service: Send + Sync + 'static {
+    /// The service's name on the wire.
+    fn name(&self) -> &str;
+
+    /// Routes one incoming call to its method.
+    fn call(&self, call: IncomingCall) -> CallFuture;
+}
+
+tokio::task_local! {
+    static CONTEXT: CallContext;
+}
+
+/// What a handler can know about the call it serves: who called, until when, with which
+/// metadata, and the connection to call the caller back on.
+///
+/// Reach it from inside a handler with [`CallContext::current`]. It is set for the handler's
+/// own task; a task the handler spawns does not inherit it, so pass a clone along.
+#[derive(Clone)]
+pub struct CallContext {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    connection: Connection,
+    service: String,
+    method: String,
+    deadline: Option<Instant>,
+    metadata: Vec<(String, String)>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("remote_id", &self.remote_id())
+            .field("service", &self.inner.service)
+            .field("method", &self.inner.method)
+            .field("deadline", &self.inner.deadline)
+            .field("metadata", &self.inner.metadata)
+            .finish()
+    }
+}
+
+impl CallContext {
+    /// The context of the call the current task is serving; `None` outside a handler.
+    pub fn current() -> Option<CallContext> {
+        CONTEXT.try_with(CallContext::clone).ok()
+    }
+
+    /// The verified node id of the caller.
+    pub fn remote_id(&self) -> NodeId {
+        self.inner.connection.remote_id()
+    }
+
+    /// The connection the call arrived on. Build a client from it to call the caller back.
+    pub fn connection(&self) -> &Connection {
+        &self.inner.connection
+    }
+
+    /// The service name the caller used.
+    pub fn service(&self) -> &str {
+        &self.inner.service
+    }
+
+    /// The method name the caller used.
+    pub fn method(&self) -> &str {
+        &self.inner.method
+    }
+
+    /// When the caller stops waiting, if it set a deadline. The handler is stopped then.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// The value of a metadata entry the caller attached.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.inner
+            .metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All metadata entries, in the order the caller attached them.
+    pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.inner
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// One call that arrived at this node and passed header checks, waiting for its method to
+/// serve it. Generated servers pass it to the method's serving function.
+pub struct IncomingCall {
+    context: CallContext,
+    kind: Kind,
+    args: Bytes,
+    reader: Option<FrameReader>,
+    send: Option<quinn::SendStream>,
+    /// For the streaming kinds, completes when the caller stops reading responses.
+    stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for IncomingCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IncomingCall")
+            .field("context", &self.context)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IncomingCall {
+    pub(crate) fn new(
+        connection: Connection,
+        header: CallHeader<'static>,
+        args: Bytes,
+        reader: FrameReader,
+        send: Option<quinn::SendStream>,
+        permit: OwnedSemaphorePermit,
+    ) -> Self {
+        let deadline = header
+            .timeout_us
+            .map(|us| Instant::now() + std::time::Duration::from_micros(us));
+        IncomingCall {
+            context: CallContext {
+                inner: Arc::new(ContextInner {
+                    connection,
+                    service: header.service.into_owned(),
+                    method: header.method.into_owned(),
+                    deadline,
+                    metadata: header.metadata,
+                }),
+            },
+            kind: header.kind,
+            args,
+            reader: Some(reader),
+            send,
+            stopped: None,
+            _permit: permit,
+        }
+    }
+
+    /// The method the caller asked for.
+    pub fn method(&self) -> &str {
+        self.context.method()
+    }
+
+    /// The call's context.
+    pub fn context(&self) -> &CallContext {
+        &self.context
+    }
+
+    fn config(&self) -> &crate::config::Config {
+        self.context.connection().config()
+    }
+
+    /// Checks the kind and decodes the arguments; on failure answers the caller.
+    fn start<A: DeserializeOwned>(&mut self, kind: Kind) -> Result<A, Error> {
+        if self.kind != kind {
+            return Err(Error::UnknownMethod(format!(
+                "`{}.{}` is a {} method here, called as {}",
+                self.context.service(),
+                self.context.method(),
+                kind.name(),
+                self.kind.name()
+            )));
+        }
+        wire::decode(&self.args)
+    }
+
+    /// Serves a request-response method.
+    pub fn unary<A, R, F, Fut>(mut self, handler: F) -> CallFuture
+    where
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: FnOnce(A) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(async move {
+            match self.start::<A>(Kind::Unary) {
+                Ok(args) => {
+                    let send = self.send.take();
+                    respond(self, send, None, async move { handler(args).await }).await
+                }
+                Err(err) => reject(self.send.take(), &err).await,
+            }
+        })
+    }
+
+    /// Serves a notification method: there is no one to answer, so failures are logged.
+    pub fn notify<A, F, Fut>(mut self, handler: F) -> CallFuture
+    where
+        A: DeserializeOwned + Send + 'static,
+        F: FnOnce(A) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Box::pin(async move {
+            let args = match self.start::<A>(Kind::Notify) {
+                Ok(args) => args,
+                Err(err) => {
+                    tracing::debug!(method = self.method(), %err, "notification refused");
+                    return;
+                }
+            };
+            let context = self.context.clone();
+            let deadline = context.deadline();
+            let run = CONTEXT.scope(context, guarded(move || handler(args)));
+            match with_deadline(deadline, run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(panic)) => tracing::warn!(
+                    method = self.method(),
+                    "notification handler panicked: {}",
+                    panic_message(&panic)
+                ),
+                Err(_) => tracing::debug!(method = self.method(), "notification deadline passed"),
+            }
+        })
+    }
+
+    /// Serves a server-streaming method: `handler` gets the arguments and a [`Sender`].
+    pub fn server_stream<A, T, R, F, Fut>(mut self, handler: F) -> CallFuture
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: Serialize + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: FnOnce(A, Sender<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(async move {
+            match self.start::<A>(Kind::ServerStream) {
+                Ok(args) => {
+                    let (out, back) = self.handler_sender::<T>();
+                    respond(self, None, back, async move { handler(args, out).await }).await
+                }
+                Err(err) => reject(self.send.take(), &err).await,
+            }
+        })
+    }
+
+    /// Serves a client-streaming method: `handler` gets the arguments and a [`Receiver`].
+    pub fn client_stream<A, T, R, F, Fut>(mut self, handler: F) -> CallFuture
+    where
+        A: DeserializeOwned + Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: FnOnce(A, Receiver<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(async move {
+            match self.start::<A>(Kind::ClientStream) {
+                Ok(args) => {
+                    let send = self.send.take();
+                    let incoming = self.handler_receiver::<T>();
+                    respond(self, send, None, async move { handler(args, incoming).await }).await
+                }
+                Err(err) => reject(self.send.take(), &err).await,
+            }
+        })
+    }
+
+    /// Serves a bidirectional method: `handler` gets the arguments, a [`Receiver`] of what the
+    /// caller sends and a [`Sender`] to the caller.
+    pub fn bidi<A, I, O, R, F, Fut>(mut self, handler: F) -> CallFuture
+    where
+        A: DeserializeOwned + Send + 'static,
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: FnOnce(A, Receiver<I>, Sender<O>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        Box::pin(async move {
+            match self.start::<A>(Kind::Bidi) {
+                Ok(args) => {
+                    let incoming = self.handler_receiver::<I>();
+                    let (out, back) = self.handler_sender::<O>();
+                    let fut = async move { handler(args, incoming, out).await };
+                    respond(self, None, back, fut).await
+                }
+                Err(err) => reject(self.send.take(), &err).await,
+            }
+        })
+    }
+
+    /// Answers a call to a method this service does not have.
+    pub fn unknown_method(mut self) -> CallFuture {
+        let err = Error::UnknownMethod(format!(
+            "service `{}` has no method `{}`",
+            self.context.service(),
+            self.context.method()
+        ));
+        let send = self.send.take();
+        Box::pin(async move { reject(send, &err).await })
+    }
+
+    /// The handler's [`Sender`], and where the stream comes back when it is dropped.
+    fn handler_sender<T>(&mut self) -> (Sender<T>, Option<HandBack>) {
+        let config = self.config();
+        let (max, idle) = (config.max_message_size, config.idle_stream_timeout);
+        let deadline = self.context.deadline();
+        let (tx, rx) = oneshot::channel();
+        match self.send.take() {
+            Some(send) => {
+                self.stopped = Some(Box::pin(send.stopped().map(|_| ())));
+                (Sender::handler(send, tx, max, idle, deadline), Some(rx))
+            }
+            // Only notifications lack a send stream, and `start` checked the kind. A sender
+            // with nowhere to go fails its first send with `Cancelled`.
+            None => (Sender::detached(max, idle, deadline), None),
+        }
+    }
+
+    fn handler_receiver<T>(&mut self) -> Receiver<T> {
+        let config = self.config();
+        let idle = config.idle_stream_timeout;
+        match self.reader.take() {
+            Some(reader) => Receiver::new(reader, None, idle, self.context.deadline()),
+            None => Receiver::ended(),
+        }
+    }
+}
+
+type HandBack = oneshot::Receiver<quinn::SendStream>;
+
+type Panic = Box<dyn Any + Send + 'static>;
+
+/// Runs `make` and the future it returns, catching a panic in either.
+async fn guarded<F, Fut>(make: F) -> Result<Fut::Output, Panic>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future,
+{
+    let fut = std::panic::catch_unwind(AssertUnwindSafe(make))?;
+    AssertUnwindSafe(fut).catch_unwind().await
+}
+
+async fn with_deadline<F: Future>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut).await,
+        None => Ok(fut.await),
+    }
+}
+
+fn panic_message(panic: &Panic) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("handler panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("handler panicked: {s}")
+    } else {
+        "handler panicked".to_string()
+    }
+}
+
+/// Answers a call that will not be served with the status for `err`.
+pub(crate) async fn reject(send: Option<quinn::SendStream>, err: &Error) {
+    let Some(mut send) = send else { return };
+    let frame = wire::encode_status(err.status_code(), &err.to_string());
+    if send.write_chunk(frame).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+/// Runs a handler to completion under the call's deadline, watching for the caller going
+/// away, and writes its result (or why there is none) as the stream's last frame.
+///
+/// `send` is the response stream when the handler does not own it; otherwise `back` yields
+/// the stream once the handler's `Sender` is gone.
+async fn respond<R, Fut>(
+    mut call: IncomingCall,
+    send: Option<quinn::SendStream>,
+    back: Option<HandBack>,
+    fut: Fut,
+) where
+    R: Serialize + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let context = call.context.clone();
+    let deadline = context.deadline();
+    let max = context.connection().config().max_message_size;
+    // Requests of the non-streaming kinds were read whole; seeing their end now spares the
+    // caller a needless STOP_SENDING.
+    if let Some(reader) = &mut call.reader {
+        reader.try_finish();
+    }
+    // Completes when the caller stops reading the response: it dropped the call.
+    let mut caller_gone: Pin<Box<dyn Future<Output = ()> + Send>> =
+        match (&send, call.stopped.take()) {
+            (Some(send), _) => Box::pin(send.stopped().map(|_| ())),
+            (None, Some(stopped)) => stopped,
+            (None, None) => Box::pin(std::future::pending()),
+        };
+    let run = CONTEXT.scope(context, guarded(move || fut));
+    let outcome = tokio::select! {
+        outcome = with_deadline(deadline, run) => outcome,
+        // Dropping `run` cancels the handler.
+        () = &mut caller_gone => return,
+    };
+    let frame = match &outcome {
+        Ok(Ok(value)) => wire::encode(TAG_RESULT, value, max).unwrap_or_else(|err| {
+            wire::encode_status(err.status_code(), &format!("result not sent: {err}"))
+        }),
+        Ok(Err(panic)) => wire::encode_status(StatusCode::HandlerFailed, &panic_message(panic)),
+        Err(_) => wire::encode_status(StatusCode::DeadlineExceeded, "deadline exceeded"),
+    };
+    let send = match (send, back) {
+        (Some(send), _) => Some(send),
+        // The handler is gone, and with it its `Sender`, unless it moved the `Sender` into
+        // another task: then the call stays open until that `Sender` is dropped, the caller
+        // goes away or the deadline passes.
+        (None, Some(mut back)) => match back.try_recv() {
+            Ok(send) => Some(send),
+            Err(_) if outcome.is_ok() => tokio::select! {
+                send = with_deadline(deadline, back) => send.ok().and_then(Result::ok),
+                () = &mut caller_gone => None,
+            },
+            Err(_) => None,
+        },
+        (None, None) => None,
+    };
+    drop(call);
+    let Some(mut send) = send else { return };
+    if send.write_chunk(frame).await.is_ok() {
+        let _ = send.finish();
+    }
+}

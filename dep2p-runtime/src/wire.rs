@@ -1,0 +1,327 @@
+//! The wire format: frames, the call header, status and error codes. `docs/PROTOCOL.md` is the
+//! normative description; the constants here are the ones it names.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// ALPN protocol identifier, carrying the protocol version.
+pub const ALPN: &[u8] = b"dep2p/1";
+
+/// Frame tags.
+pub(crate) const TAG_CALL: u8 = 0x01;
+pub(crate) const TAG_ITEM: u8 = 0x02;
+pub(crate) const TAG_RESULT: u8 = 0x03;
+pub(crate) const TAG_STATUS: u8 = 0x04;
+
+/// Bytes before a frame's payload: a 4-byte big-endian length, then the tag.
+pub(crate) const FRAME_HEAD: usize = 5;
+
+/// Stream error codes (RESET_STREAM and STOP_SENDING).
+pub(crate) const STREAM_CANCELLED: u32 = 0x01;
+pub(crate) const STREAM_REFUSED: u32 = 0x02;
+pub(crate) const STREAM_PROTOCOL: u32 = 0x03;
+
+/// Connection close codes.
+pub(crate) const CLOSE_NORMAL: u32 = 0x00;
+pub(crate) const CLOSE_SHUTDOWN: u32 = 0x01;
+
+/// The kind of a call, sent in its header so both sides agree on the stream's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Kind {
+    /// One request, one response.
+    Unary = 0,
+    /// One request, no response (on a unidirectional stream).
+    Notify = 1,
+    /// One request, a stream of responses.
+    ServerStream = 2,
+    /// A stream of requests, one response.
+    ClientStream = 3,
+    /// Both directions stream.
+    Bidi = 4,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Unary => "request-response",
+            Kind::Notify => "notification",
+            Kind::ServerStream => "server-streaming",
+            Kind::ClientStream => "client-streaming",
+            Kind::Bidi => "bidirectional-streaming",
+        }
+    }
+}
+
+/// Status codes carried in a STATUS frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum StatusCode {
+    Cancelled = 1,
+    DeadlineExceeded = 2,
+    UnknownService = 3,
+    UnknownMethod = 4,
+    Decode = 5,
+    MessageTooLarge = 6,
+    HandlerFailed = 7,
+    ShuttingDown = 8,
+    Overloaded = 9,
+    Protocol = 10,
+    IdleTimeout = 11,
+}
+
+impl StatusCode {
+    pub(crate) fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => StatusCode::Cancelled,
+            2 => StatusCode::DeadlineExceeded,
+            3 => StatusCode::UnknownService,
+            4 => StatusCode::UnknownMethod,
+            5 => StatusCode::Decode,
+            6 => StatusCode::MessageTooLarge,
+            7 => StatusCode::HandlerFailed,
+            8 => StatusCode::ShuttingDown,
+            9 => StatusCode::Overloaded,
+            10 => StatusCode::Protocol,
+            11 => StatusCode::IdleTimeout,
+            _ => return None,
+        })
+    }
+}
+
+/// The first thing on every call stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CallHeader<'a> {
+    pub(crate) service: std::borrow::Cow<'a, str>,
+    pub(crate) method: std::borrow::Cow<'a, str>,
+    pub(crate) kind: Kind,
+    /// Time the caller still allows, in microseconds; `None` for no deadline.
+    pub(crate) timeout_us: Option<u64>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// The payload of a STATUS frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Status {
+    pub(crate) code: u16,
+    pub(crate) message: String,
+}
+
+/// Starts a frame in `buf`: reserves the length and writes the tag.
+fn begin(tag: u8, capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(capacity.max(64));
+    buf.extend_from_slice(&[0, 0, 0, 0, tag]);
+    buf
+}
+
+/// Completes a frame begun with [`begin`], checking the payload size.
+fn end(mut buf: Vec<u8>, max_message: usize) -> Result<Bytes, Error> {
+    let payload = buf.len() - FRAME_HEAD;
+    if payload > max_message {
+        return Err(Error::MessageTooLarge(format!(
+            "{payload} bytes to send, the limit is {max_message}"
+        )));
+    }
+    // `payload + 1` fits in u32: `max_message` is validated to be below 2^32 - 1.
+    let len = (payload + 1) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(buf))
+}
+
+fn encode_err(err: postcard::Error) -> Error {
+    Error::Decode(format!("could not encode: {err}"))
+}
+
+/// Encodes one frame holding `value`.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    tag: u8,
+    value: &T,
+    max_message: usize,
+) -> Result<Bytes, Error> {
+    let buf = postcard::to_extend(value, begin(tag, 0)).map_err(encode_err)?;
+    end(buf, max_message)
+}
+
+/// Encodes the CALL frame: the header immediately followed by the arguments.
+pub(crate) fn encode_call<A: Serialize>(
+    header: &CallHeader<'_>,
+    args: &A,
+    max_message: usize,
+) -> Result<Bytes, Error> {
+    let buf = postcard::to_extend(header, begin(TAG_CALL, 0)).map_err(encode_err)?;
+    let buf = postcard::to_extend(args, buf).map_err(encode_err)?;
+    end(buf, max_message)
+}
+
+/// Encodes a STATUS frame. Never fails: the message is cut to fit.
+pub(crate) fn encode_status(code: StatusCode, message: &str) -> Bytes {
+    let mut message = message.to_string();
+    if message.len() > 1024 {
+        let mut cut = 1024;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let status = Status {
+        code: code as u16,
+        message,
+    };
+    encode(TAG_STATUS, &status, usize::MAX >> 1).unwrap_or_default()
+}
+
+/// Decodes a message payload.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+    postcard::from_bytes(payload).map_err(|e| Error::Decode(e.to_string()))
+}
+
+/// Decodes the CALL frame payload into the header and the undecoded arguments.
+pub(crate) fn decode_call(payload: &Bytes) -> Result<(CallHeader<'static>, Bytes), Error> {
+    let (header, rest): (CallHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)
+        .map_err(|e| Error::Protocol(format!("undecodable call header: {e}")))?;
+    let header = CallHeader {
+        service: header.service.into_owned().into(),
+        method: header.method.into_owned().into(),
+        kind: header.kind,
+        timeout_us: header.timeout_us,
+        metadata: header.metadata,
+    };
+    let offset = payload.len() - rest.len();
+    Ok((header, payload.slice(offset..)))
+}
+
+/// Decodes a STATUS frame payload into the error it reports.
+pub(crate) fn decode_status(payload: &[u8]) -> Error {
+    match postcard::from_bytes::<Status>(payload) {
+        Ok(status) => Error::from_status(status.code, status.message),
+        Err(e) => Error::Protocol(format!("undecodable status: {e}")),
+    }
+}
+
+/// Reads frames from a QUIC receive stream, enforcing the message size limit before
+/// allocating.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    max_message: usize,
+    done: bool,
+}
+
+impl FrameReader {
+    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize) -> Self {
+        FrameReader {
+            recv,
+            buf: BytesMut::new(),
+            max_message,
+            done: false,
+        }
+    }
+
+    /// The next frame, or `None` when the peer finished the stream at a frame boundary.
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(u8, Bytes)>, Error>> {
+        loop {
+            if self.buf.len() >= FRAME_HEAD {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+                if len == 0 {
+                    return Poll::Ready(Err(self.fail(Error::Protocol("frame of length zero".into()))));
+                }
+                let payload = len - 1;
+                if payload > self.max_message {
+                    let err = Error::MessageTooLarge(format!(
+                        "{payload} bytes announced, the limit is {}",
+                        self.max_message
+                    ));
+                    return Poll::Ready(Err(self.fail(err)));
+                }
+                let total = FRAME_HEAD + payload;
+                if self.buf.len() >= total {
+                    let mut frame = self.buf.split_to(total);
+                    let tag = frame[4];
+                    frame.advance(FRAME_HEAD);
+                    return Poll::Ready(Ok(Some((tag, frame.freeze()))));
+                }
+                self.buf.reserve(total - self.buf.len());
+            } else if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(8192);
+            }
+            if self.done {
+                return Poll::Ready(if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Error::Protocol("stream ended inside a frame".into()))
+                });
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.recv),
+                cx,
+                &mut self.buf
+            ));
+            match read {
+                Ok(0) => self.done = true,
+                Ok(_) => {}
+                Err(e) => {
+                    let err = match e.into_inner().map(|inner| inner.downcast::<quinn::ReadError>()) {
+                        Some(Ok(read)) => Error::from_read(*read),
+                        _ => Error::ConnectionLost("stream read failed".into()),
+                    };
+                    self.done = true;
+                    self.buf.clear();
+                    return Poll::Ready(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Async form of [`poll_frame`](Self::poll_frame).
+    pub(crate) async fn frame(&mut self) -> Result<Option<(u8, Bytes)>, Error> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// Notices, without waiting, that the peer has finished the stream after the last frame.
+    pub(crate) fn try_finish(&mut self) {
+        use futures::FutureExt;
+        if let Some(Ok(None)) = self.frame().now_or_never() {
+            self.done = true;
+        }
+    }
+
+    /// Tells the peer to stop sending, with `code`, unless the stream was read to its end.
+    pub(crate) fn stop(&mut self, code: u32) {
+        if !self.done {
+            self.done = true;
+            let _ = self.recv.stop(code.into());
+        }
+    }
+
+    fn fail(&mut self, err: Error) -> Error {
+        self.buf.clear();
+        let code = match err {
+            Error::MessageTooLarge(_) | Error::Protocol(_) => STREAM_PROTOCOL,
+            _ => STREAM_CANCELLED,
+        };
+        self.stop(code);
+        err
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        self.stop(STREAM_CANCELLED);
+    }
+}
+
+/// Reserved for frames written by hand (the tests write malformed ones).
+#[allow(dead_code)]
+pub(crate) fn raw_frame(tag: u8, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(FRAME_HEAD + payload.len());
+    buf.put_u32(payload.len() as u32 + 1);
+    buf.put_u8(tag);
+    buf.put_slice(payload);
+    buf.freeze()
+}

@@ -24,8 +24,7 @@ pub(crate) fn service(args: TokenStream, item: TokenStream) -> TokenStream {
     match errors.finish() {
         Ok(()) => generate::service(&service),
         Err(error) => {
-            // Keep the trait so that code using it still compiles; only the errors remain.
-            let fallback = generate::strip_kind_attrs(&trait_item);
+            let fallback = generate::fallback(&trait_item);
             let errors = error.to_compile_error();
             quote!(#fallback #errors)
         }

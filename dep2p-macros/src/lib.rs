@@ -11,7 +11,79 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
-/// PLACEHOLDER
+/// Turns a trait of `async fn` methods into a dep2p service: the trait the server implements,
+/// a typed client and a server dispatcher.
+///
+/// ```ignore
+/// use dep2p_runtime::{service, Receiver, Sender};
+///
+/// #[service(name = "chat.v1")]
+/// pub trait Chat {
+///     /// Request-response: the default kind (`#[rpc]` may be written).
+///     async fn login(&self, user: String) -> Result<u64, LoginError>;
+///     /// One-way: no response is sent.
+///     #[notify]
+///     async fn typing(&self, user: String);
+///     /// One request, a stream of responses.
+///     #[server_stream]
+///     async fn history(&self, room: String, out: Sender<Message>) -> Result<(), ChatError>;
+///     /// A stream of requests, one response.
+///     #[client_stream]
+///     async fn upload(&self, name: String, chunks: Receiver<Chunk>) -> Result<u64, ChatError>;
+///     /// Both directions at once.
+///     #[bidi]
+///     async fn talk(&self, room: String, incoming: Receiver<Message>, out: Sender<Message>)
+///         -> Result<(), ChatError>;
+/// }
+/// ```
+///
+/// # Methods
+///
+/// Every method is an `async fn` taking `&self` and named arguments; its kind is chosen by at
+/// most one attribute. Streaming methods take the stream ends they use as parameters, anywhere
+/// among the arguments: `#[server_stream]` a `Sender<T>`, `#[client_stream]` a `Receiver<T>`,
+/// `#[bidi]` one of each. They are recognised by the last path segment, `Sender` or
+/// `Receiver`, with one type argument. Arguments, stream items and return values must be
+/// `Serialize + DeserializeOwned + Send + 'static`; a type that is not is reported at the type.
+/// The declared return type travels as is, so an application error inside it (`Err(LoginError)`)
+/// reaches the caller intact, distinct from the runtime's errors.
+///
+/// A method is identified on the wire by its name, so adding or reordering methods keeps older
+/// clients working. A method cannot be named `new`, `connection` or `clone`: the generated
+/// client has methods of those names.
+///
+/// # Options
+///
+/// * `name = "..."`: the service's wire name. Default: the trait's name.
+/// * `crate = "..."`: the path generated code reaches the runtime through, for crates that
+///   re-export it. Default: `::dep2p_runtime`.
+///
+/// # What is generated
+///
+/// * The trait itself, kind attributes removed, each `async fn` declared as a `fn` returning
+///   `impl Future + Send`, with `Send + Sync + 'static` supertraits: implementors still write
+///   `async fn`, and the server can run the handlers on any thread.
+/// * `{Trait}Client`: cheap to clone, built from a connection with `new`; one method per trait
+///   method, taking the non-stream arguments and returning the runtime's call builder; also
+///   `connection()` and `SERVICE_NAME`.
+/// * `{Trait}Server<S>`: wraps an implementation `S` (`new`, `from_arc`) and implements the
+///   runtime's `Service`.
+///
+/// Docs and `#[cfg]`s on a method carry over to its client method and server route.
+///
+/// # Generic traits
+///
+/// Type and const parameters on the trait are supported: `trait Store<K, V>` gives
+/// `StoreClient<K, V>` and `StoreServer<S, K, V>`. Their impls carry the trait's bounds, and
+/// each type parameter that appears in a message type is additionally bound by
+/// `Serialize + DeserializeOwned + Send + 'static` (the others by `'static`). Lifetime
+/// parameters are rejected: messages are owned. Methods cannot have generic parameters of
+/// their own.
+///
+/// # Errors
+///
+/// Every mistake is reported in one compile, at the code in question. The trait itself is
+/// still emitted, so code that uses it keeps compiling.
 #[proc_macro_attribute]
 pub fn service(
     args: proc_macro::TokenStream,

@@ -161,7 +161,10 @@ impl<'a> Service<'a> {
 
     /// Whether `ident` names one of the trait's type parameters.
     pub(crate) fn is_type_param(&self, ident: &Ident) -> bool {
-        self.item.generics.type_params().any(|param| param.ident == *ident)
+        self.item
+            .generics
+            .type_params()
+            .any(|param| param.ident == *ident)
     }
 }
 
@@ -226,7 +229,10 @@ impl<'a> Method<'a> {
 
     /// Whether the user documented the method.
     pub(crate) fn has_docs(&self) -> bool {
-        self.item.attrs.iter().any(|attr| attr.path().is_ident("doc"))
+        self.item
+            .attrs
+            .iter()
+            .any(|attr| attr.path().is_ident("doc"))
     }
 
     /// The arguments sent with the request, in declaration order.

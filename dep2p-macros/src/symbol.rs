@@ -29,7 +29,10 @@ pub(crate) const DEFAULT_CRATE: &str = "dep2p_runtime";
 /// Methods of the generated client that a trait method of the same name would clash with,
 /// each with how to say so (`{client}` stands for the client's name).
 pub(crate) const CLIENT_RESERVED: &[(&str, &str)] = &[
-    ("new", "would clash with the generated constructor `{client}::new`"),
+    (
+        "new",
+        "would clash with the generated constructor `{client}::new`",
+    ),
     (
         "connection",
         "would clash with the generated accessor `{client}::connection`",

@@ -3,17 +3,27 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-fn expand(args: TokenStream, item: TokenStream) -> String {
+/// Expands `#[service(args)] item` and compares the printed output with the snapshot
+/// `snapshots/{name}.snap`.
+fn check(name: &str, args: TokenStream, item: TokenStream) {
     let output = crate::expand::service(args, item);
-    match syn::parse2::<syn::File>(output.clone()) {
+    let printed = match syn::parse2::<syn::File>(output.clone()) {
         Ok(file) => prettyplease::unparse(&file),
         Err(error) => panic!("the expansion does not parse ({error}):\n{output}"),
-    }
+    };
+    insta::with_settings!({
+        snapshot_path => "../snapshots",
+        prepend_module_to_snapshot => false,
+        omit_expression => true,
+    }, {
+        insta::assert_snapshot!(name, printed);
+    });
 }
 
 #[test]
 fn all_kinds() {
-    insta::assert_snapshot!(expand(
+    check(
+        "all_kinds",
         quote!(name = "chat.v1"),
         quote! {
             /// A chat service.
@@ -45,13 +55,14 @@ fn all_kinds() {
 
                 async fn ping(&self);
             }
-        }
-    ));
+        },
+    );
 }
 
 #[test]
 fn generic() {
-    insta::assert_snapshot!(expand(
+    check(
+        "generic",
         quote!(crate = "my_app::rpc"),
         quote! {
             pub(crate) trait Store<K, V: Clone>
@@ -63,13 +74,14 @@ fn generic() {
                 #[server_stream]
                 async fn keys(&self, out: Sender<K>);
             }
-        }
-    ));
+        },
+    );
 }
 
 #[test]
 fn errors_keep_the_trait() {
-    insta::assert_snapshot!(expand(
+    check(
+        "errors_keep_the_trait",
         quote!(),
         quote! {
             trait Broken {
@@ -77,6 +89,6 @@ fn errors_keep_the_trait() {
                 fn not_async(&self);
                 async fn new(&self);
             }
-        }
-    ));
+        },
+    );
 }

@@ -222,7 +222,7 @@ fn one_kind_per_method(method: &Method<'_>, errors: &mut Errors) {
 
 /// A notification has no response, so nothing could carry a return value.
 fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
-    if method.kind() != Kind::Notify {
+    if method.kind_attrs.len() > 1 || method.kind() != Kind::Notify {
         return;
     }
     if let Some(output) = method.output {
@@ -240,6 +240,10 @@ fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
 /// Each kind takes exactly the stream ends it uses: `#[server_stream]` one `Sender<T>`,
 /// `#[client_stream]` one `Receiver<T>`, `#[bidi]` one of each, the others none.
 fn stream_ends_match_kind(method: &Method<'_>, errors: &mut Errors) {
+    if method.kind_attrs.len() > 1 {
+        // The kind is unclear: `one_kind_per_method` reports it.
+        return;
+    }
     let kind = method.kind();
     let mut senders = 0;
     let mut receivers = 0;
@@ -323,7 +327,10 @@ fn unique_method_names(service: &Service<'_>, errors: &mut Errors) {
 fn no_clash_with_client_items(service: &Service<'_>, errors: &mut Errors) {
     for method in &service.methods {
         let name = method.ident().unraw().to_string();
-        if let Some((_, clash)) = CLIENT_RESERVED.iter().find(|(reserved, _)| *reserved == name) {
+        if let Some((_, clash)) = CLIENT_RESERVED
+            .iter()
+            .find(|(reserved, _)| *reserved == name)
+        {
             let client = format!("{}Client", service.ident().unraw());
             errors.spanned(
                 method.ident(),

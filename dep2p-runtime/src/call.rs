@@ -7,9 +7,9 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::connection::Connection;
@@ -82,57 +82,94 @@ impl<K, A> Call<K, A> {
 }
 
 impl<K, A: Serialize> Call<K, A> {
-    /// Encodes the call frame and works out the deadline.
-    fn prepare(&self, kind: Kind, default_timeout: Option<Duration>) -> Result<Opened, Error> {
-        let timeout = self.timeout.or(default_timeout);
+    /// Encodes the CALL frame, with the time left before `deadline`.
+    fn frame(&self, kind: Kind, deadline: Option<Instant>) -> Result<Bytes, Error> {
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let header = CallHeader {
             service: Cow::Borrowed(self.service),
             method: Cow::Borrowed(self.method),
             kind,
-            timeout_us: timeout.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
+            timeout_us: remaining.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
             metadata: self.metadata.clone(),
         };
-        let config = self.conn.config();
-        let frame = wire::encode_call(&header, &self.args, config.max_message_size)?;
-        Ok(Opened {
-            frame,
-            deadline: timeout.map(|t| Instant::now() + t),
-            max_message: config.max_message_size,
-            idle: config.idle_stream_timeout,
-        })
+        wire::encode_call(&header, &self.args, self.conn.config().max_message_size)
     }
 
-    /// Opens a bidirectional stream and writes the call frame, within the deadline.
-    async fn open_bi(
-        self,
-        kind: Kind,
-        default_timeout: Option<Duration>,
-    ) -> Result<(Opened, quinn::SendStream, FrameReader), Error> {
-        let opened = self.prepare(kind, default_timeout)?;
+    /// Opens the call's stream and writes its CALL frame, within the deadline.
+    async fn start(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
+        let config = self.conn.config();
+        let (max_message, idle) = (config.max_message_size, config.idle_stream_timeout);
+        let deadline = self.timeout.or(default_timeout).map(|t| Instant::now() + t);
+        // Encoding first fails an oversized call before it takes a stream.
+        let mut frame = self.frame(kind, deadline)?;
         let conn = self.conn.quic().clone();
-        drop(self);
-        let (mut send, recv) = stream::bounded(opened.deadline, opened.idle, async {
-            let (mut send, recv) = conn.open_bi().await?;
-            let written = send.write_chunk(opened.frame.clone()).await;
-            if let Err(err) = written {
-                return Err(Error::from_write(err));
+        let opening = Instant::now();
+        let (send, recv) = stream::bounded(deadline, idle, async {
+            if kind == Kind::Notify {
+                Ok((conn.open_uni().await?, None))
+            } else {
+                let (send, recv) = conn.open_bi().await?;
+                Ok((send, Some(recv)))
             }
-            Ok((send, recv))
         })
         .await?;
-        if kind == Kind::Unary || kind == Kind::ServerStream {
+        // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
+        // header must carry the time actually left.
+        if deadline.is_some() && opening.elapsed() > Duration::from_millis(1) {
+            frame = self.frame(kind, deadline)?;
+        }
+        let mut send = send;
+        stream::bounded(deadline, idle, async {
+            send.write_chunk(frame).await.map_err(Error::from_write)
+        })
+        .await?;
+        if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
             let _ = send.finish();
         }
-        let reader = FrameReader::new(recv, opened.max_message);
-        Ok((opened, send, reader))
+        Ok(Started {
+            send,
+            reader: recv.map(|recv| FrameReader::new(recv, max_message)),
+            deadline,
+            max_message,
+            idle,
+        })
     }
 }
 
-struct Opened {
-    frame: bytes::Bytes,
+/// A call whose stream is open and whose CALL frame is written.
+struct Started {
+    send: quinn::SendStream,
+    reader: Option<FrameReader>,
     deadline: Option<Instant>,
     max_message: usize,
     idle: Duration,
+}
+
+impl Started {
+    /// The response reader of a call on a bidirectional stream.
+    fn into_parts(
+        self,
+    ) -> Result<
+        (
+            quinn::SendStream,
+            FrameReader,
+            Option<Instant>,
+            usize,
+            Duration,
+        ),
+        Error,
+    > {
+        let reader = self
+            .reader
+            .ok_or_else(|| Error::Protocol("no response stream".into()))?;
+        Ok((
+            self.send,
+            reader,
+            self.deadline,
+            self.max_message,
+            self.idle,
+        ))
+    }
 }
 
 /// Marks a request-response call returning `R`.
@@ -189,20 +226,11 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let default = self.conn.config().request_timeout;
-            let opened = self.prepare(Kind::Unary, Some(default))?;
-            let conn = self.conn.quic();
-            stream::bounded(opened.deadline, opened.idle, async {
-                let (mut send, recv) = conn.open_bi().await?;
-                send.write_chunk(opened.frame.clone())
-                    .await
-                    .map_err(Error::from_write)?;
-                let _ = send.finish();
-                let mut reader = FrameReader::new(recv, opened.max_message);
-                let result = stream::read_result(&mut reader).await;
-                reader.try_finish();
-                result
-            })
-            .await
+            let (_send, mut reader, deadline, _, idle) =
+                self.start(Kind::Unary, Some(default)).await?.into_parts()?;
+            let result = stream::bounded(deadline, idle, stream::read_result(&mut reader)).await;
+            reader.try_finish();
+            result
         })
     }
 }
@@ -217,16 +245,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let default = self.conn.config().request_timeout;
-            let opened = self.prepare(Kind::Notify, Some(default))?;
-            let conn = self.conn.quic();
-            stream::bounded(opened.deadline, opened.idle, async {
-                let mut send = conn.open_uni().await?;
-                send.write_chunk(opened.frame.clone())
-                    .await
-                    .map_err(Error::from_write)?;
-                send.finish().map_err(|_| Error::Cancelled)
-            })
-            .await
+            self.start(Kind::Notify, Some(default)).await.map(drop)
         })
     }
 }
@@ -242,10 +261,9 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (opened, _send, reader) = self.open_bi(Kind::ServerStream, None).await?;
-            let (trailer, result) = oneshot::channel();
-            let receiver = Receiver::new(reader, Some(trailer), opened.idle, opened.deadline);
-            Ok((receiver, Response::from_trailer(result)))
+            let (_send, reader, deadline, _, idle) =
+                self.start(Kind::ServerStream, None).await?.into_parts()?;
+            Ok(Receiver::with_response(reader, idle, deadline))
         })
     }
 }
@@ -261,9 +279,10 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (opened, send, reader) = self.open_bi(Kind::ClientStream, None).await?;
-            let sender = Sender::caller(send, opened.max_message, opened.idle, opened.deadline);
-            let response = Response::from_reader(reader, opened.idle, opened.deadline);
+            let (send, reader, deadline, max_message, idle) =
+                self.start(Kind::ClientStream, None).await?.into_parts()?;
+            let sender = Sender::caller(send, max_message, idle, deadline);
+            let response = Response::from_reader(reader, idle, deadline);
             Ok((sender, response))
         })
     }
@@ -281,11 +300,11 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (opened, send, reader) = self.open_bi(Kind::Bidi, None).await?;
-            let sender = Sender::caller(send, opened.max_message, opened.idle, opened.deadline);
-            let (trailer, result) = oneshot::channel();
-            let receiver = Receiver::new(reader, Some(trailer), opened.idle, opened.deadline);
-            Ok((sender, receiver, Response::from_trailer(result)))
+            let (send, reader, deadline, max_message, idle) =
+                self.start(Kind::Bidi, None).await?.into_parts()?;
+            let sender = Sender::caller(send, max_message, idle, deadline);
+            let (receiver, response) = Receiver::with_response(reader, idle, deadline);
+            Ok((sender, receiver, response))
         })
     }
 }

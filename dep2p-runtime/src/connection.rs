@@ -78,7 +78,11 @@ impl Connection {
         self.quic.close_reason().map(|e| Error::from_connection(&e))
     }
 
-    pub(crate) fn quic(&self) -> &quinn::Connection {
+    /// The underlying QUIC connection.
+    ///
+    /// Every stream the peer opens on it is read as a dep2p call, so open streams on it
+    /// directly only to speak the protocol of `docs/PROTOCOL.md` yourself.
+    pub fn quic(&self) -> &quinn::Connection {
         &self.quic
     }
 
@@ -129,10 +133,7 @@ async fn serve_stream(
         Ok(Ok(None)) => return refuse(reader, send, Error::Protocol("empty stream".into())).await,
         Ok(Err(err)) => return refuse(reader, send, err).await,
         Err(_) => {
-            let err = Error::Protocol(format!(
-                "no call header within {:?}",
-                config.header_timeout
-            ));
+            let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));
             return refuse(reader, send, err).await;
         }
     };
@@ -141,7 +142,8 @@ async fn serve_stream(
         Err(err) => return refuse(reader, send, err).await,
     };
     if send.is_none() != (header.kind == Kind::Notify) {
-        let err = Error::Protocol("notifications, and only they, use unidirectional streams".into());
+        let err =
+            Error::Protocol("notifications, and only they, use unidirectional streams".into());
         return refuse(reader, send, err).await;
     }
     if conn.shared.is_shutting_down() {

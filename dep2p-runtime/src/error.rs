@@ -119,6 +119,21 @@ impl Error {
         }
     }
 
+    /// The message a STATUS frame carries for this error: what [`Error::from_status`] puts
+    /// back into the same variant.
+    pub(crate) fn status_message(&self) -> String {
+        match self {
+            Error::UnknownService(m)
+            | Error::UnknownMethod(m)
+            | Error::MessageTooLarge(m)
+            | Error::Decode(m)
+            | Error::HandlerFailed(m)
+            | Error::Overloaded(m)
+            | Error::Protocol(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The error a caller sees for a status received from the peer.
     pub(crate) fn from_status(code: u16, message: String) -> Error {
         match StatusCode::from_u16(code) {

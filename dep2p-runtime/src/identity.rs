@@ -63,8 +63,9 @@ impl NodeId {
     /// The node id a peer's certificate proves, if the certificate is well formed and holds an
     /// Ed25519 key.
     pub(crate) fn from_certificate(cert: &CertificateDer<'_>) -> Result<Self, rustls::Error> {
-        let parsed = webpki::EndEntityCert::try_from(cert)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         NodeId::from_spki(parsed.subject_public_key_info().as_ref()).ok_or_else(|| {
             rustls::Error::General("peer certificate does not hold an Ed25519 key".into())
         })
@@ -390,7 +391,9 @@ mod tests {
         let id = key.public();
         let text = id.to_string();
         assert_eq!(text.len(), 52);
-        assert!(text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_eq!(text.parse::<NodeId>(), Ok(id));
         assert_eq!(text.to_ascii_uppercase().parse::<NodeId>(), Ok(id));
         assert!(text[..51].parse::<NodeId>().is_err());

@@ -63,6 +63,9 @@ pub use server::{CallContext, CallFuture, IncomingCall, Service};
 pub use stream::{Receiver, Response, Sender};
 pub use wire::{Kind, ALPN};
 
+/// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
+pub use quinn;
+
 /// Turns a trait into a typed client and server. See the crate's README for the full
 /// description of what it accepts and generates.
 pub use dep2p_macros::service;

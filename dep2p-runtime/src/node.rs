@@ -189,9 +189,7 @@ impl Node {
     pub fn close(&self) {
         let inner = &self.inner;
         inner.shared.shutting_down.store(true, Ordering::Relaxed);
-        inner
-            .endpoint
-            .close(wire::CLOSE_SHUTDOWN.into(), b"closed");
+        inner.endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"closed");
     }
 }
 

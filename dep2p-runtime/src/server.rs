@@ -282,7 +282,13 @@ impl IncomingCall {
                 Ok(args) => {
                     let send = self.send.take();
                     let incoming = self.handler_receiver::<T>();
-                    respond(self, send, None, async move { handler(args, incoming).await }).await
+                    respond(
+                        self,
+                        send,
+                        None,
+                        async move { handler(args, incoming).await },
+                    )
+                    .await
                 }
                 Err(err) => reject(self.send.take(), &err).await,
             }
@@ -345,7 +351,7 @@ impl IncomingCall {
         let config = self.config();
         let idle = config.idle_stream_timeout;
         match self.reader.take() {
-            Some(reader) => Receiver::new(reader, None, idle, self.context.deadline()),
+            Some(reader) => Receiver::new(reader, idle, self.context.deadline()),
             None => Receiver::ended(),
         }
     }
@@ -388,7 +394,7 @@ fn panic_message(panic: &Panic) -> String {
 /// Answers a call that will not be served with the status for `err`.
 pub(crate) async fn reject(send: Option<quinn::SendStream>, err: &Error) {
     let Some(mut send) = send else { return };
-    let frame = wire::encode_status(err.status_code(), &err.to_string());
+    let frame = wire::encode_status(err.status_code(), &err.status_message());
     if send.write_chunk(frame).await.is_ok() {
         let _ = send.finish();
     }
@@ -431,7 +437,10 @@ async fn respond<R, Fut>(
     };
     let frame = match &outcome {
         Ok(Ok(value)) => wire::encode(TAG_RESULT, value, max).unwrap_or_else(|err| {
-            wire::encode_status(err.status_code(), &format!("result not sent: {err}"))
+            wire::encode_status(
+                err.status_code(),
+                &format!("result not sent: {}", err.status_message()),
+            )
         }),
         Ok(Err(panic)) => wire::encode_status(StatusCode::HandlerFailed, &panic_message(panic)),
         Err(_) => wire::encode_status(StatusCode::DeadlineExceeded, "deadline exceeded"),

@@ -4,10 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::task::{self, ArcWake, AtomicWaker};
 use futures::Stream;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -184,21 +186,139 @@ impl<T> Drop for Sender<T> {
     }
 }
 
-/// Where a receiving end delivers the final result of its call.
-pub(crate) type Trailer = oneshot::Sender<Result<Bytes, Error>>;
+/// The receiving half of a stream, shared by a [`Receiver`] and, on the calling side of
+/// server-streaming and bidirectional calls, the [`Response`] that ends it.
+struct Inbound {
+    state: Mutex<InboundState>,
+    wakers: Arc<Wakers>,
+}
+
+/// Whoever polls the QUIC stream wakes both the receiver and the response.
+#[derive(Default)]
+struct Wakers {
+    receiver: AtomicWaker,
+    response: AtomicWaker,
+}
+
+impl ArcWake for Wakers {
+    fn wake_by_ref(arc: &Arc<Self>) {
+        arc.receiver.wake();
+        arc.response.wake();
+    }
+}
+
+struct InboundState {
+    reader: Option<FrameReader>,
+    /// An item the response side read ahead of the receiver, waiting to be taken.
+    peeked: Option<Bytes>,
+    /// How the stream ended: the RESULT payload (empty for a stream without one) or why it
+    /// failed. Set once.
+    end: Option<Result<Bytes, Error>>,
+    /// Whether a RESULT or STATUS frame ends the stream.
+    expects_result: bool,
+}
+
+impl InboundState {
+    /// The next item, or `None` once `end` is set.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        if let Some(item) = self.peeked.take() {
+            return Poll::Ready(Some(item));
+        }
+        if self.end.is_some() {
+            return Poll::Ready(None);
+        }
+        let Some(reader) = self.reader.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let end = match ready!(reader.poll_frame(cx)) {
+            Ok(Some((TAG_ITEM, payload))) => return Poll::Ready(Some(payload)),
+            Ok(Some((TAG_RESULT, payload))) if self.expects_result => Ok(payload),
+            Ok(Some((TAG_STATUS, payload))) if self.expects_result => {
+                Err(wire::decode_status(&payload))
+            }
+            Ok(Some((tag, _))) => Err(Error::Protocol(format!(
+                "unexpected frame tag {tag:#04x} in a message stream"
+            ))),
+            Ok(None) if self.expects_result => Err(Error::Protocol(
+                "stream ended without the call's result".into(),
+            )),
+            Ok(None) => Ok(Bytes::new()),
+            Err(err) => Err(err),
+        };
+        self.finish(end);
+        Poll::Ready(None)
+    }
+
+    /// Ends the stream with `end`, unless it has ended already.
+    fn finish(&mut self, end: Result<Bytes, Error>) {
+        if self.end.is_some() {
+            return;
+        }
+        if let Some(mut reader) = self.reader.take() {
+            reader.try_finish();
+            let code = match end {
+                Err(Error::Protocol(_)) | Err(Error::Decode(_)) => wire::STREAM_PROTOCOL,
+                _ => wire::STREAM_CANCELLED,
+            };
+            reader.stop(code);
+        }
+        self.peeked = None;
+        self.end = Some(end);
+    }
+}
+
+impl Inbound {
+    fn new(reader: FrameReader, expects_result: bool) -> Arc<Self> {
+        Arc::new(Inbound {
+            state: Mutex::new(InboundState {
+                reader: Some(reader),
+                peeked: None,
+                end: None,
+                expects_result,
+            }),
+            wakers: Arc::new(Wakers::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, InboundState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The response side: the call's result, once the stream has ended. Reads ahead one item
+    /// at most, and leaves it for the receiver.
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, Error>> {
+        self.wakers.response.register(cx.waker());
+        let waker = task::waker_ref(&self.wakers);
+        let mut both = Context::from_waker(&waker);
+        let mut state = self.lock();
+        loop {
+            if let Some(end) = &state.end {
+                return Poll::Ready(end.clone());
+            }
+            if state.peeked.is_some() {
+                return Poll::Pending;
+            }
+            match state.poll_item(&mut both) {
+                Poll::Ready(Some(item)) => {
+                    state.peeked = Some(item);
+                    self.wakers.receiver.wake();
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
 
 /// The receiving end of a stream of `T`s: a [`Stream`] of `Result<T, Error>`.
 ///
 /// Yields each message in order, then `None` at a clean end. A stream that ends because the
 /// peer failed, cancelled or broke the protocol yields one `Err` first, so a failure is never
-/// mistaken for the end. Dropping a `Receiver` tells the sender to stop: its next `send` fails
-/// with [`Error::Cancelled`], and a handler blocked on it is cancelled.
+/// mistaken for the end. Dropping a `Receiver` before the end tells the sender to stop: its
+/// next `send` fails with [`Error::Cancelled`], and a handler blocked on it is cancelled.
 pub struct Receiver<T> {
-    reader: Option<FrameReader>,
-    /// On the calling side of server-streaming and bidirectional calls, the stream ends with the
-    /// handler's result, which goes here.
-    trailer: Option<Trailer>,
-    expects_trailer: bool,
+    inbound: Option<Arc<Inbound>>,
     idle: Duration,
     deadline: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -209,23 +329,41 @@ pub struct Receiver<T> {
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
-            .field("open", &self.reader.is_some())
+            .field("open", &self.inbound.is_some())
             .field("deadline", &self.deadline)
             .finish()
     }
 }
 
 impl<T> Receiver<T> {
-    pub(crate) fn new(
+    /// A receiver of a stream that simply ends (a handler's view of the caller's messages).
+    pub(crate) fn new(reader: FrameReader, idle: Duration, deadline: Option<Instant>) -> Self {
+        Self::from_inbound(Inbound::new(reader, false), idle, deadline)
+    }
+
+    /// A receiver of a stream that ends with the call's result, and the [`Response`] that
+    /// delivers that result.
+    pub(crate) fn with_response<R: DeserializeOwned + Send + 'static>(
         reader: FrameReader,
-        trailer: Option<Trailer>,
         idle: Duration,
         deadline: Option<Instant>,
-    ) -> Self {
+    ) -> (Self, Response<R>) {
+        let inbound = Inbound::new(reader, true);
+        let result = Arc::clone(&inbound);
+        let response = Response {
+            fut: Box::pin(async move {
+                let payload =
+                    with_deadline(deadline, std::future::poll_fn(|cx| result.poll_result(cx)))
+                        .await?;
+                wire::decode(&payload)
+            }),
+        };
+        (Self::from_inbound(inbound, idle, deadline), response)
+    }
+
+    fn from_inbound(inbound: Arc<Inbound>, idle: Duration, deadline: Option<Instant>) -> Self {
         Receiver {
-            reader: Some(reader),
-            expects_trailer: trailer.is_some(),
-            trailer,
+            inbound: Some(inbound),
             idle,
             deadline,
             timer: None,
@@ -237,34 +375,13 @@ impl<T> Receiver<T> {
     /// A receiver whose stream has already ended.
     pub(crate) fn ended() -> Self {
         Receiver {
-            reader: None,
-            trailer: None,
-            expects_trailer: false,
+            inbound: None,
             idle: Duration::ZERO,
             deadline: None,
             timer: None,
             timer_armed: false,
             _item: PhantomData,
         }
-    }
-
-    /// Ends the stream with `outcome` for the trailer; returns what to yield.
-    fn end(&mut self, outcome: Result<Bytes, Error>) -> Option<Result<T, Error>> {
-        if let Some(mut reader) = self.reader.take() {
-            let code = match outcome {
-                Err(Error::Protocol(_)) | Err(Error::Decode(_)) => wire::STREAM_PROTOCOL,
-                _ => wire::STREAM_CANCELLED,
-            };
-            reader.stop(code);
-        }
-        let yielded = match &outcome {
-            Ok(_) => None,
-            Err(e) => Some(Err(e.clone())),
-        };
-        if let Some(trailer) = self.trailer.take() {
-            let _ = trailer.send(outcome);
-        }
-        yielded
     }
 
     /// Polls the timer that ends a stalled read: the deadline or the idle timeout, whichever
@@ -301,53 +418,68 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let Some(reader) = this.reader.as_mut() else {
+        let Some(inbound) = this.inbound.clone() else {
             return Poll::Ready(None);
         };
-        let frame = match reader.poll_frame(cx) {
-            Poll::Ready(frame) => frame,
+        inbound.wakers.receiver.register(cx.waker());
+        let waker = task::waker_ref(&inbound.wakers);
+        let mut both = Context::from_waker(&waker);
+        let mut state = inbound.lock();
+        let polled = state.poll_item(&mut both);
+        let yielded = match polled {
+            Poll::Ready(Some(payload)) => {
+                this.timer_armed = false;
+                match wire::decode(&payload) {
+                    Ok(item) => {
+                        drop(state);
+                        // The response side may be waiting for this item to be taken.
+                        inbound.wakers.response.wake();
+                        return Poll::Ready(Some(Ok(item)));
+                    }
+                    Err(err) => {
+                        state.finish(Err(err.clone()));
+                        Some(Err(err))
+                    }
+                }
+            }
+            Poll::Ready(None) => match &state.end {
+                Some(Err(err)) => Some(Err(err.clone())),
+                _ => None,
+            },
             Poll::Pending => {
-                return match this.poll_timer(cx) {
-                    Poll::Ready(err) => Poll::Ready(this.end(Err(err))),
-                    Poll::Pending => Poll::Pending,
-                };
+                drop(state);
+                match this.poll_timer(cx) {
+                    Poll::Ready(err) => {
+                        inbound.lock().finish(Err(err.clone()));
+                        Some(Err(err))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
             }
         };
-        this.timer_armed = false;
-        Poll::Ready(match frame {
-            Ok(Some((TAG_ITEM, payload))) => match wire::decode(&payload) {
-                Ok(item) => Some(Ok(item)),
-                Err(err) => this.end(Err(err)),
-            },
-            Ok(Some((TAG_RESULT, payload))) if this.expects_trailer => this.end(Ok(payload)),
-            Ok(Some((TAG_STATUS, payload))) if this.expects_trailer => {
-                this.end(Err(wire::decode_status(&payload)))
-            }
-            Ok(Some((tag, _))) => this.end(Err(Error::Protocol(format!(
-                "unexpected frame tag {tag:#04x} in a message stream"
-            )))),
-            Ok(None) if this.expects_trailer => this.end(Err(Error::Protocol(
-                "stream ended without the call's result".into(),
-            ))),
-            Ok(None) => this.end(Ok(Bytes::new())),
-            Err(err) => this.end(Err(err)),
-        })
+        // The stream has ended (`yielded` is its error, if any): later polls yield `None`.
+        this.inbound = None;
+        inbound.wakers.response.wake();
+        Poll::Ready(yielded)
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        if let Some(trailer) = self.trailer.take() {
-            let _ = trailer.send(Err(Error::Cancelled));
+        if let Some(inbound) = self.inbound.take() {
+            inbound.lock().finish(Err(Error::Cancelled));
+            inbound.wakers.response.wake();
         }
     }
 }
 
 /// The final result of a streaming call: a future of `Result<R, Error>`.
 ///
-/// For server-streaming and bidirectional calls it completes once the [`Receiver`] of the same
-/// call has reached the end of the stream (or was dropped, giving [`Error::Cancelled`]): keep
-/// polling the receiver. For client-streaming calls it completes when the handler returns.
+/// For server-streaming and bidirectional calls it completes once the stream has ended:
+/// read the [`Receiver`] of the same call to its end (or drop it, which cancels the call and
+/// gives [`Error::Cancelled`]). Awaiting the response while messages are still unread waits
+/// for them to be read; a failure of the call completes it at once. For client-streaming
+/// calls it completes when the handler returns.
 pub struct Response<R> {
     fut: Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>,
 }
@@ -359,19 +491,6 @@ impl<R> fmt::Debug for Response<R> {
 }
 
 impl<R: DeserializeOwned + Send + 'static> Response<R> {
-    /// The result arrives through a receiver's trailer.
-    pub(crate) fn from_trailer(rx: oneshot::Receiver<Result<Bytes, Error>>) -> Self {
-        Response {
-            fut: Box::pin(async move {
-                match rx.await {
-                    Ok(Ok(payload)) => wire::decode(&payload),
-                    Ok(Err(err)) => Err(err),
-                    Err(_) => Err(Error::Cancelled),
-                }
-            }),
-        }
-    }
-
     /// The result is the one frame left to read on `reader`.
     pub(crate) fn from_reader(
         mut reader: FrameReader,
@@ -380,9 +499,26 @@ impl<R: DeserializeOwned + Send + 'static> Response<R> {
     ) -> Self {
         Response {
             fut: Box::pin(async move {
-                bounded(deadline, idle, async move { read_result(&mut reader).await }).await
+                let result = match deadline {
+                    Some(_) => bounded(deadline, idle, read_result(&mut reader)).await,
+                    None => read_result(&mut reader).await,
+                };
+                reader.try_finish();
+                result
             }),
         }
+    }
+}
+
+async fn with_deadline<F: Future<Output = Result<T, Error>>, T>(
+    deadline: Option<Instant>,
+    fut: F,
+) -> Result<T, Error> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, fut)
+            .await
+            .unwrap_or(Err(Error::Timeout)),
+        None => fut.await,
     }
 }
 
@@ -394,7 +530,9 @@ pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -
         Some((tag, _)) => Err(Error::Protocol(format!(
             "expected the call's result, got frame tag {tag:#04x}"
         ))),
-        None => Err(Error::Protocol("stream ended without the call's result".into())),
+        None => Err(Error::Protocol(
+            "stream ended without the call's result".into(),
+        )),
     }
 }
 

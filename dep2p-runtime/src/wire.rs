@@ -21,6 +21,11 @@ pub(crate) const TAG_STATUS: u8 = 0x04;
 /// Bytes before a frame's payload: a 4-byte big-endian length, then the tag.
 pub(crate) const FRAME_HEAD: usize = 5;
 
+/// The most a frame reader sets aside ahead of the bytes that have arrived.
+const READ_AHEAD: usize = 64 * 1024;
+/// The least it asks a read to fill.
+const READ_MIN: usize = 4096;
+
 /// Stream error codes (RESET_STREAM and STOP_SENDING).
 pub(crate) const STREAM_CANCELLED: u32 = 0x01;
 pub(crate) const STREAM_REFUSED: u32 = 0x02;
@@ -177,7 +182,14 @@ pub(crate) fn encode_status(code: StatusCode, message: &str) -> Bytes {
 
 /// Decodes a message payload.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
-    postcard::from_bytes(payload).map_err(|e| Error::Decode(e.to_string()))
+    match postcard::take_from_bytes(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Error::Decode(format!(
+            "{} bytes left over after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(Error::Decode(e.to_string())),
+    }
 }
 
 /// Decodes the CALL frame payload into the header and the undecoded arguments.
@@ -224,12 +236,20 @@ impl FrameReader {
     }
 
     /// The next frame, or `None` when the peer finished the stream at a frame boundary.
-    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<(u8, Bytes)>, Error>> {
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(u8, Bytes)>, Error>> {
         loop {
-            if self.buf.len() >= FRAME_HEAD {
-                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+            // The length alone decides whether a frame is acceptable: check it as soon as its
+            // four bytes are here, before waiting for (or reserving room for) anything else.
+            let mut wanted = FRAME_HEAD;
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
                 if len == 0 {
-                    return Poll::Ready(Err(self.fail(Error::Protocol("frame of length zero".into()))));
+                    let err = Error::Protocol("frame of length zero".into());
+                    return Poll::Ready(Err(self.fail(err)));
                 }
                 let payload = len - 1;
                 if payload > self.max_message {
@@ -239,23 +259,28 @@ impl FrameReader {
                     ));
                     return Poll::Ready(Err(self.fail(err)));
                 }
-                let total = FRAME_HEAD + payload;
-                if self.buf.len() >= total {
-                    let mut frame = self.buf.split_to(total);
+                wanted = FRAME_HEAD + payload;
+                if self.buf.len() >= wanted {
+                    let mut frame = self.buf.split_to(wanted);
                     let tag = frame[4];
                     frame.advance(FRAME_HEAD);
                     return Poll::Ready(Ok(Some((tag, frame.freeze()))));
                 }
-                self.buf.reserve(total - self.buf.len());
-            } else if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(8192);
             }
             if self.done {
                 return Poll::Ready(if self.buf.is_empty() {
                     Ok(None)
                 } else {
-                    Err(Error::Protocol("stream ended inside a frame".into()))
+                    Err(self.fail(Error::Protocol("stream ended inside a frame".into())))
                 });
+            }
+            // Room for what the frame still needs, but never more than a read can bring at
+            // once: memory grows with the bytes that actually arrive, not with the bytes
+            // a length prefix announces.
+            let spare = self.buf.capacity() - self.buf.len();
+            if spare < READ_AHEAD.min(wanted - self.buf.len()) {
+                self.buf
+                    .reserve(READ_AHEAD.min(wanted - self.buf.len()).max(READ_MIN));
             }
             let read = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.recv),
@@ -266,7 +291,10 @@ impl FrameReader {
                 Ok(0) => self.done = true,
                 Ok(_) => {}
                 Err(e) => {
-                    let err = match e.into_inner().map(|inner| inner.downcast::<quinn::ReadError>()) {
+                    let err = match e
+                        .into_inner()
+                        .map(|inner| inner.downcast::<quinn::ReadError>())
+                    {
                         Some(Ok(read)) => Error::from_read(*read),
                         _ => Error::ConnectionLost("stream read failed".into()),
                     };

@@ -16,14 +16,18 @@ async fn unary_round_trip() {
     let add: Unary<(i64, i64), Result<i64, String>> = Unary::new(&conn, SERVICE, "add", (2, 3));
     assert_eq!(add.await.unwrap(), Ok(5));
     // The application's error travels intact, distinct from the framework's.
-    let add: Unary<(i64, i64), Result<i64, String>> = Unary::new(&conn, SERVICE, "add", (i64::MAX, 1));
+    let add: Unary<(i64, i64), Result<i64, String>> =
+        Unary::new(&conn, SERVICE, "add", (i64::MAX, 1));
     assert_eq!(add.await.unwrap(), Err("overflow".to_string()));
 }
 
 #[tokio::test]
 async fn notification_arrives() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let probe = Arc::new(Probe { notes: Some(tx), ..Probe::default() });
+    let probe = Arc::new(Probe {
+        notes: Some(tx),
+        ..Probe::default()
+    });
     let (_server, _client, conn) = pair(&probe).await;
     note(&conn, "one").await.unwrap();
     note(&conn, "two").await.unwrap();
@@ -53,7 +57,10 @@ async fn server_stream_failure_is_not_a_clean_end() {
         assert_eq!(rx.next().await.unwrap().unwrap(), i);
     }
     let err = rx.next().await.unwrap().unwrap_err();
-    assert!(matches!(err, Error::HandlerFailed(ref m) if m.contains("failed after 3")), "{err:?}");
+    assert!(
+        matches!(err, Error::HandlerFailed(ref m) if m.contains("failed after 3")),
+        "{err:?}"
+    );
     assert!(rx.next().await.is_none());
     assert!(matches!(result.await, Err(Error::HandlerFailed(_))));
 }
@@ -93,7 +100,10 @@ async fn bidi_interleaves() {
     let (mut tx, mut rx, result) = upper(&conn, "> ").await.unwrap();
     for word in ["a", "bc", "def"] {
         tx.send(word.to_string()).await.unwrap();
-        assert_eq!(rx.next().await.unwrap().unwrap(), format!("> {}", word.to_uppercase()));
+        assert_eq!(
+            rx.next().await.unwrap().unwrap(),
+            format!("> {}", word.to_uppercase())
+        );
     }
     tx.finish().unwrap();
     assert!(rx.next().await.is_none());
@@ -104,13 +114,23 @@ async fn bidi_interleaves() {
 async fn both_directions_on_one_connection() {
     let server_probe = probe();
     let client_probe = probe();
-    let server = node(dep2p_runtime::Node::builder().serve(TestService { probe: server_probe })).await;
-    let client = node(dep2p_runtime::Node::builder().serve(TestService { probe: client_probe })).await;
-    let conn = client.connect(server.local_addr(), server.id()).await.unwrap();
+    let server = node(dep2p_runtime::Node::builder().serve(TestService {
+        probe: server_probe,
+    }))
+    .await;
+    let client = node(dep2p_runtime::Node::builder().serve(TestService {
+        probe: client_probe,
+    }))
+    .await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
     assert_eq!(conn.remote_id(), server.id());
 
     // The server finds the connection through a call's context and calls back on it.
-    let whoami: Unary<(), (String, Option<String>, bool)> = Unary::new(&conn, SERVICE, "whoami", ());
+    let whoami: Unary<(), (String, Option<String>, bool)> =
+        Unary::new(&conn, SERVICE, "whoami", ());
     let (caller, meta, has_deadline) = whoami.metadata("k", "v").await.unwrap();
     assert_eq!(caller, client.id().to_string());
     assert_eq!(meta.as_deref(), Some("v"));
@@ -134,7 +154,10 @@ async fn both_directions_on_one_connection() {
 }
 
 /// The server's end of `conn`, obtained the way a handler does: from its call context.
-async fn server_side_connection(server: &dep2p_runtime::Node, conn: &dep2p_runtime::Connection) -> dep2p_runtime::Connection {
+async fn server_side_connection(
+    server: &dep2p_runtime::Node,
+    conn: &dep2p_runtime::Connection,
+) -> dep2p_runtime::Connection {
     use dep2p_runtime::{CallContext, CallFuture, IncomingCall, Service};
     struct Grab(tokio::sync::mpsc::UnboundedSender<dep2p_runtime::Connection>);
     impl Service for Grab {
@@ -151,6 +174,8 @@ async fn server_side_connection(server: &dep2p_runtime::Node, conn: &dep2p_runti
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     server.serve(Grab(tx));
-    Unary::<(), ()>::new(conn, "Grab", "grab", ()).await.unwrap();
+    Unary::<(), ()>::new(conn, "Grab", "grab", ())
+        .await
+        .unwrap();
     rx.recv().await.unwrap()
 }

@@ -1,9 +1,12 @@
 //! Compile-time checks that every message type can cross the network, each spanned at the
 //! user's type so that "`Foo: Serialize` is not satisfied" points at `Foo` in the trait.
 
+use std::collections::HashSet;
+
 use proc_macro2::TokenStream;
-use quote::quote_spanned;
+use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
+use syn::Type;
 
 use super::Cx;
 use crate::model::Role;
@@ -18,29 +21,35 @@ pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
     } = cx;
     let impl_params = params.impl_params(None);
     let where_clause = params.where_clause(krate, None);
-    let methods = service.methods.iter().map(|method| {
+    let methods = service.methods.iter().filter_map(|method| {
         let cfgs = method.cfgs();
-        let types = method
+        let mut seen = HashSet::new();
+        let types: Vec<&Type> = method
             .args
             .iter()
             .map(|arg| match arg.role {
                 Role::Message => arg.ty,
                 Role::Sender(item) | Role::Receiver(item) => item,
             })
-            .chain(method.output);
-        let asserts = types.map(|ty| {
+            .chain(method.output)
+            .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
+            .collect();
+        if types.is_empty() {
+            return None;
+        }
+        let asserts = types.iter().map(|ty| {
             quote_spanned! {ty.span()=>
                 #private::assert_message::<#ty>();
             }
         });
-        quote::quote! {
+        Some(quote! {
             #(#cfgs)*
             {
                 #(#asserts)*
             }
-        }
+        })
     });
-    quote::quote! {
+    quote! {
         const _: () = {
             #[allow(dead_code)]
             fn __check_messages #impl_params () #where_clause {

@@ -3,7 +3,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{args_type, output_type, tuple, Cx};
+use super::{args_type, output_type, respan, tuple, Cx};
 use crate::model::{Kind, Method};
 
 pub(super) fn client(cx: &Cx<'_>) -> TokenStream {
@@ -107,11 +107,17 @@ fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     let constructor = call_constructor(cx, method.kind());
     let wire_name = method.wire_name();
     let args = tuple(method.messages().map(|arg| &arg.binding));
+    // Spanned at the method, so that a message type the runtime cannot carry is reported in
+    // the trait rather than at the attribute.
+    let body = respan(
+        quote!(#constructor::new(&self.conn, Self::SERVICE_NAME, #wire_name, #args)),
+        ident.span(),
+    );
     quote! {
         #(#attrs)*
         #default_doc
         #vis fn #ident(&self, #(#params),*) -> #call {
-            #constructor::new(&self.conn, Self::SERVICE_NAME, #wire_name, #args)
+            #body
         }
     }
 }

@@ -6,13 +6,13 @@ mod params;
 mod server;
 mod trait_def;
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
 
 use crate::model::{Method, Service};
 use params::Params;
 
-pub(crate) use trait_def::strip_kind_attrs;
+pub(crate) use trait_def::fallback;
 
 /// Everything `#[service]` emits for a valid trait.
 pub(crate) fn service(service: &Service<'_>) -> TokenStream {
@@ -21,11 +21,12 @@ pub(crate) fn service(service: &Service<'_>) -> TokenStream {
     let client = client::client(&cx);
     let server = server::server(&cx);
     let checks = checks::checks(&cx);
+    // The checks come first: their errors, at the user's types, are then reported first.
     quote! {
         #trait_def
+        #checks
         #client
         #server
-        #checks
     }
 }
 
@@ -82,4 +83,21 @@ fn output_type(method: &Method<'_>) -> TokenStream {
         Some(ty) => ty.to_token_stream(),
         None => quote!(()),
     }
+}
+
+/// `tokens` with every span set to `span`.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut token| {
+            if let TokenTree::Group(group) = &token {
+                let mut respanned = Group::new(group.delimiter(), respan(group.stream(), span));
+                respanned.set_span(span);
+                token = TokenTree::Group(respanned);
+            } else {
+                token.set_span(span);
+            }
+            token
+        })
+        .collect()
 }

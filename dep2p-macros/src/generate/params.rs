@@ -48,7 +48,6 @@ impl<'a> Params<'a> {
             .filter(|param| !matches!(param, GenericParam::Lifetime(_)))
     }
 
-
     /// Parameters for a struct declaration: `<S, K, V = u64>`, without bounds.
     pub(super) fn decl(&self, leading: Option<&Ident>) -> TokenStream {
         let params = self.params().map(|param| match param {
@@ -66,7 +65,12 @@ impl<'a> Params<'a> {
             }
             GenericParam::Lifetime(_) => TokenStream::new(),
         });
-        angle(leading.map(ToTokens::to_token_stream).into_iter().chain(params))
+        angle(
+            leading
+                .map(ToTokens::to_token_stream)
+                .into_iter()
+                .chain(params),
+        )
     }
 
     /// Parameters for an impl: `<S, K, V>` (bounds go to [`Params::where_clause`]).
@@ -74,13 +78,22 @@ impl<'a> Params<'a> {
         let params = self.params().map(|param| match param {
             GenericParam::Type(param) => param.ident.to_token_stream(),
             GenericParam::Const(param) => {
-                let (const_token, ident, colon, ty) =
-                    (&param.const_token, &param.ident, &param.colon_token, &param.ty);
+                let (const_token, ident, colon, ty) = (
+                    &param.const_token,
+                    &param.ident,
+                    &param.colon_token,
+                    &param.ty,
+                );
                 quote!(#const_token #ident #colon #ty)
             }
             GenericParam::Lifetime(_) => TokenStream::new(),
         });
-        angle(leading.map(ToTokens::to_token_stream).into_iter().chain(params))
+        angle(
+            leading
+                .map(ToTokens::to_token_stream)
+                .into_iter()
+                .chain(params),
+        )
     }
 
     /// Arguments naming the parameters: `<S, K, V>`.
@@ -90,13 +103,24 @@ impl<'a> Params<'a> {
             GenericParam::Const(param) => param.ident.to_token_stream(),
             GenericParam::Lifetime(_) => TokenStream::new(),
         });
-        angle(leading.map(ToTokens::to_token_stream).into_iter().chain(params))
+        angle(
+            leading
+                .map(ToTokens::to_token_stream)
+                .into_iter()
+                .chain(params),
+        )
     }
 
     /// `PhantomData<fn() -> (K, V)>` when the trait has type parameters: the generated
     /// structs are `Send + Sync` whatever the parameters are.
     pub(super) fn phantom(&self) -> Option<TokenStream> {
-        let types: Vec<&Ident> = self.service.item.generics.type_params().map(|p| &p.ident).collect();
+        let types: Vec<&Ident> = self
+            .service
+            .item
+            .generics
+            .type_params()
+            .map(|p| &p.ident)
+            .collect();
         if types.is_empty() {
             None
         } else {
@@ -106,25 +130,27 @@ impl<'a> Params<'a> {
 
     /// The where clause of a generated impl: the trait's bounds, the bounds messages need,
     /// and `extra`.
-    pub(super) fn where_clause(&self, krate: &TokenStream, extra: Option<TokenStream>) -> TokenStream {
+    pub(super) fn where_clause(
+        &self,
+        krate: &TokenStream,
+        extra: Option<TokenStream>,
+    ) -> TokenStream {
         let mut predicates: Vec<TokenStream> = Vec::new();
         predicates.extend(extra);
         for param in self.service.item.generics.type_params() {
             let ident = &param.ident;
-            let bounds = &param.bounds;
-            if !bounds.is_empty() {
-                predicates.push(quote!(#ident: #bounds));
-            }
-            predicates.push(if self.used.contains(ident) {
+            let own = param.bounds.iter().map(ToTokens::to_token_stream);
+            let needed = if self.used.contains(ident) {
                 quote! {
-                    #ident: #krate::__private::serde::Serialize
+                    #krate::__private::serde::Serialize
                         + #krate::__private::serde::de::DeserializeOwned
                         + ::core::marker::Send
                         + 'static
                 }
             } else {
-                quote!(#ident: 'static)
-            });
+                quote!('static)
+            };
+            predicates.push(quote!(#ident: #(#own +)* #needed));
         }
         if let Some(where_clause) = &self.service.item.generics.where_clause {
             for predicate in &where_clause.predicates {

@@ -102,12 +102,7 @@ fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
 }
 
 fn clone(cx: &Cx<'_>, s: &Ident) -> TokenStream {
-    let Cx {
-        private,
-        server,
-        params,
-        ..
-    } = cx;
+    let Cx { server, params, .. } = cx;
     let impl_params = params.impl_params(Some(s));
     let args = params.args(Some(s));
     let marker = params
@@ -118,7 +113,7 @@ fn clone(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         impl #impl_params ::core::clone::Clone for #server #args {
             fn clone(&self) -> Self {
                 Self {
-                    inner: #private::Arc::clone(&self.inner),
+                    inner: ::core::clone::Clone::clone(&self.inner),
                     #marker
                 }
             }
@@ -185,35 +180,34 @@ fn arm(cx: &Cx<'_>, s: &Ident, method: &Method<'_>) -> TokenStream {
     // The closure takes the request's arguments, then the stream ends in the order the
     // runtime passes them: the `Receiver` first, then the `Sender`.
     let end = |role: fn(&Role<'_>) -> bool, end: &str| {
-        method
-            .args
-            .iter()
-            .find(|arg| role(&arg.role))
-            .map(|arg| {
-                let binding = &arg.binding;
-                let end = format_ident!("{}", end);
-                let item = match arg.role {
-                    Role::Sender(item) | Role::Receiver(item) => quote!(#item),
-                    Role::Message => quote!(()),
-                };
-                quote!(, #binding: #private::#end<#item>)
-            })
+        method.args.iter().find(|arg| role(&arg.role)).map(|arg| {
+            let binding = &arg.binding;
+            let end = format_ident!("{}", end);
+            let item = match arg.role {
+                Role::Sender(item) | Role::Receiver(item) => quote!(#item),
+                Role::Message => quote!(()),
+            };
+            quote!(, #binding: #private::#end<#item>)
+        })
     };
     let receiver = end(|role| matches!(role, Role::Receiver(_)), "Receiver");
     let sender = end(|role| matches!(role, Role::Sender(_)), "Sender");
     let handler = match method.kind() {
-        Kind::Rpc => quote!(unary),
-        Kind::Notify => quote!(notify),
-        Kind::ServerStream => quote!(server_stream),
-        Kind::ClientStream => quote!(client_stream),
-        Kind::Bidi => quote!(bidi),
+        Kind::Rpc => "unary",
+        Kind::Notify => "notify",
+        Kind::ServerStream => "server_stream",
+        Kind::ClientStream => "client_stream",
+        Kind::Bidi => "bidi",
     };
+    // Spanned at the method, so that a message type the runtime cannot carry is reported in
+    // the trait rather than at the attribute.
+    let handler = Ident::new(handler, ident.span());
     // Every parameter, in the trait's order.
     let call_args = method.args.iter().map(|arg| &arg.binding);
     quote! {
         #(#cfgs)*
         #wire_name => {
-            let __svc = #private::Arc::clone(&self.inner);
+            let __svc = ::core::clone::Clone::clone(&self.inner);
             __call.#handler(move |#pattern: #args_type #receiver #sender| async move {
                 <#s as #trait_path>::#ident(&__svc, #(#call_args),*).await
             })

@@ -1,20 +1,52 @@
 //! The service trait itself, as the server implements it.
 
-use syn::{parse_quote, parse_quote_spanned, ItemTrait, ReturnType, TraitItem, Type};
+use std::collections::HashSet;
+
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    parse_quote, parse_quote_spanned, FnArg, ItemTrait, Pat, PatWild, ReturnType, Token, TraitItem,
+    Type,
+};
 
 use crate::model::Kind;
 
-/// The user's trait with the kind attributes removed: what is emitted when the service has
-/// errors, so that code using the trait keeps compiling.
-pub(crate) fn strip_kind_attrs(item: &ItemTrait) -> ItemTrait {
+/// What is emitted when the service has errors: the user's trait, so that code using it
+/// keeps compiling, with the kind attributes removed. Duplicate methods and argument patterns,
+/// which the compiler would report a second time, are left out.
+pub(crate) fn fallback(item: &ItemTrait) -> ItemTrait {
+    let mut item = strip_kind_attrs(item);
+    let mut seen = HashSet::new();
+    item.items.retain(|trait_item| match trait_item {
+        TraitItem::Fn(method) => seen.insert(method.sig.ident.unraw().to_string()),
+        _ => true,
+    });
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(method) = trait_item else {
+            continue;
+        };
+        for input in &mut method.sig.inputs {
+            if let FnArg::Typed(arg) = input {
+                if !matches!(&*arg.pat, Pat::Ident(pat) if pat.subpat.is_none() && pat.by_ref.is_none() && pat.mutability.is_none())
+                {
+                    *arg.pat = Pat::Wild(PatWild {
+                        attrs: Vec::new(),
+                        underscore_token: Token![_](arg.pat.span()),
+                    });
+                }
+            }
+        }
+    }
+    item
+}
+
+fn strip_kind_attrs(item: &ItemTrait) -> ItemTrait {
     let mut item = item.clone();
     for trait_item in &mut item.items {
         if let TraitItem::Fn(method) = trait_item {
-            method.attrs.retain(|attr| {
-                !Kind::ALL
-                    .iter()
-                    .any(|(_, name)| attr.path().is_ident(name))
-            });
+            method
+                .attrs
+                .retain(|attr| !Kind::ALL.iter().any(|(_, name)| attr.path().is_ident(name)));
         }
     }
     item
@@ -44,11 +76,10 @@ pub(super) fn trait_def(item: &ItemTrait) -> ItemTrait {
     if item.colon_token.is_none() {
         item.colon_token = Some(Default::default());
     }
-    item.supertraits
-        .extend::<[syn::TypeParamBound; 3]>([
-            parse_quote!(::core::marker::Send),
-            parse_quote!(::core::marker::Sync),
-            parse_quote!('static),
-        ]);
+    item.supertraits.extend::<[syn::TypeParamBound; 3]>([
+        parse_quote!(::core::marker::Send),
+        parse_quote!(::core::marker::Sync),
+        parse_quote!('static),
+    ]);
     item
 }

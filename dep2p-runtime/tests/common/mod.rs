@@ -35,7 +35,10 @@ pub struct Running {
 impl Running {
     pub fn new(probe: &Arc<Probe>) -> Self {
         probe.running.fetch_add(1, Ordering::SeqCst);
-        Running { probe: Arc::clone(probe), done: false }
+        Running {
+            probe: Arc::clone(probe),
+            done: false,
+        }
     }
 }
 
@@ -65,10 +68,16 @@ impl Service for TestService {
         let probe = Arc::clone(&self.probe);
         match call.method() {
             "echo" => call.unary(|(s,): (String,)| async move { s }),
-            "add" => call.unary(|(a, b): (i64, i64)| async move { a.checked_add(b).ok_or_else(|| "overflow".to_string()) }),
+            "add" => call.unary(|(a, b): (i64, i64)| async move {
+                a.checked_add(b).ok_or_else(|| "overflow".to_string())
+            }),
             "whoami" => call.unary(|(): ()| async move {
                 let ctx = CallContext::current().expect("inside a handler");
-                (ctx.remote_id().to_string(), ctx.metadata("k").map(str::to_string), ctx.deadline().is_some())
+                (
+                    ctx.remote_id().to_string(),
+                    ctx.metadata("k").map(str::to_string),
+                    ctx.deadline().is_some(),
+                )
             }),
             "panic" => call.unary(|(): ()| async move {
                 if true {
@@ -124,18 +133,43 @@ impl Service for TestService {
                 guard.done = true;
                 Ok::<u64, String>(total)
             }),
-            "upper" => call.bidi(move |(prefix,): (String,), mut rx: Receiver<String>, mut out: Sender<String>| async move {
+            "upper" => {
+                call.bidi(
+                    move |(prefix,): (String,),
+                          mut rx: Receiver<String>,
+                          mut out: Sender<String>| async move {
+                        let mut guard = Running::new(&probe);
+                        let mut n = 0u32;
+                        while let Some(item) = rx.next().await {
+                            let Ok(s) = item else {
+                                return Err("input failed".to_string());
+                            };
+                            if out
+                                .send(format!("{prefix}{}", s.to_uppercase()))
+                                .await
+                                .is_err()
+                            {
+                                return Err("output failed".to_string());
+                            }
+                            n += 1;
+                        }
+                        guard.done = true;
+                        Ok::<u32, String>(n)
+                    },
+                )
+            }
+            "stall" => call.client_stream(move |(): (), rx: Receiver<Vec<u8>>| async move {
                 let mut guard = Running::new(&probe);
-                let mut n = 0u32;
-                while let Some(item) = rx.next().await {
-                    let Ok(s) = item else { return Err("input failed".to_string()) };
-                    if out.send(format!("{prefix}{}", s.to_uppercase())).await.is_err() {
-                        return Err("output failed".to_string());
-                    }
-                    n += 1;
-                }
+                probe.release.notified().await;
+                drop(rx);
                 guard.done = true;
-                Ok::<u32, String>(n)
+            }),
+            "pause_stream" => call.server_stream(move |(): (), out: Sender<u8>| async move {
+                // Holds the stream open without sending anything.
+                let mut guard = Running::new(&probe);
+                probe.release.notified().await;
+                drop(out);
+                guard.done = true;
             }),
             _ => call.unknown_method(),
         }
@@ -152,9 +186,15 @@ pub async fn node(builder: NodeBuilder) -> Node {
 
 /// A server serving the test service and a client connected to it.
 pub async fn pair_with(server: NodeBuilder, probe: &Arc<Probe>) -> (Node, Node, Connection) {
-    let server = node(server.serve(TestService { probe: Arc::clone(probe) })).await;
+    let server = node(server.serve(TestService {
+        probe: Arc::clone(probe),
+    }))
+    .await;
     let client = node(Node::builder()).await;
-    let conn = client.connect(server.local_addr(), server.id()).await.expect("connect");
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("connect");
     (server, client, conn)
 }
 
@@ -186,7 +226,10 @@ pub fn sum(conn: &Connection, base: u64) -> ClientStreaming<(u64,), u64, Result<
     ClientStreaming::new(conn, SERVICE, "sum", (base,))
 }
 
-pub fn upper(conn: &Connection, prefix: &str) -> Bidi<(String,), String, String, Result<u32, String>> {
+pub fn upper(
+    conn: &Connection,
+    prefix: &str,
+) -> Bidi<(String,), String, String, Result<u32, String>> {
     Bidi::new(conn, SERVICE, "upper", (prefix.to_string(),))
 }
 
@@ -194,7 +237,10 @@ pub fn upper(conn: &Connection, prefix: &str) -> Bidi<(String,), String, String,
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

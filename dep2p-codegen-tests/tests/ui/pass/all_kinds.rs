@@ -107,7 +107,7 @@ async fn caller(conn: Connection) -> Result<u64, Box<dyn std::error::Error>> {
 
 fn main() {
     let server = ChatServer::new(ChatImpl);
-    let service: Box<dyn dep2p_runtime::__private::Service> = Box::new(server.clone());
+    let service: Box<dyn dep2p_runtime::Service> = Box::new(server.clone());
     assert_eq!(service.name(), "chat.v1");
     assert_eq!(ChatClient::SERVICE_NAME, "chat.v1");
     println!("{server:?}");

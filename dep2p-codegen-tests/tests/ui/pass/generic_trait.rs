@@ -21,7 +21,7 @@ where
 /// A parameter that no message uses, and a const parameter.
 #[service]
 pub trait Tagged<Tag, const N: usize> {
-    async fn numbers(&self) -> [u32; N];
+    async fn numbers(&self) -> Vec<u32>;
 }
 
 struct Memory<K, V>(Mutex<BTreeMap<K, V>>);
@@ -43,8 +43,8 @@ where
 struct Numbers;
 
 impl<Tag: Send + Sync + 'static> Tagged<Tag, 3> for Numbers {
-    async fn numbers(&self) -> [u32; 3] {
-        [1, 2, 3]
+    async fn numbers(&self) -> Vec<u32> {
+        vec![1, 2, 3]
     }
 }
 

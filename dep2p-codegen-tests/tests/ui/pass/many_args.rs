@@ -44,7 +44,14 @@ impl Many for Impl {
 
     async fn unit(&self, _a: u8, _b: u8) {}
 
-    async fn streams(&self, _a: u8, _incoming: Receiver<(u8, String)>, _b: u8, _out: Sender<Vec<u8>>) {}
+    async fn streams(
+        &self,
+        _a: u8,
+        _incoming: Receiver<(u8, String)>,
+        _b: u8,
+        _out: Sender<Vec<u8>>,
+    ) {
+    }
 }
 
 fn main() {

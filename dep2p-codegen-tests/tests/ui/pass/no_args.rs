@@ -21,5 +21,5 @@ impl Health for Impl {
 
 fn main() {
     let _server = HealthServer::new(Impl);
-    let _: fn(&HealthClient) -> dep2p_runtime::__private::Unary<(), ()> = HealthClient::ping;
+    let _: fn(&HealthClient) -> dep2p_runtime::Unary<(), ()> = HealthClient::ping;
 }

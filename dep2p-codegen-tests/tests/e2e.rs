@@ -1,0 +1,420 @@
+//! Generated clients against generated servers, over real QUIC on 127.0.0.1.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dep2p_runtime::{service, Connection, Error, Node, Receiver, Sender, Service};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// Long enough for any call on loopback; a test that hits it has hung.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Binds a node serving `service` and a client node connected to it. The nodes are returned
+/// so that they live as long as the test.
+async fn connect(service: impl Service) -> (Node, Node, Connection) {
+    let server = Node::builder()
+        .serve(service)
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let client = Node::builder()
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind client");
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("connect");
+    (server, client, conn)
+}
+
+async fn patiently<F: std::future::IntoFuture>(call: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, call)
+        .await
+        .expect("the call hung")
+}
+
+// ---------------------------------------------------------------------------------------------
+// All five kinds.
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Message {
+    pub from: String,
+    pub text: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum LoginError {
+    UnknownUser(String),
+    Locked { retry_in_secs: u64 },
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::UnknownUser(user) => write!(f, "unknown user {user}"),
+            LoginError::Locked { retry_in_secs } => write!(f, "locked for {retry_in_secs}s"),
+        }
+    }
+}
+
+impl std::error::Error for LoginError {}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ChatError(pub String);
+
+/// A chat room.
+#[service(name = "chat.v1")]
+pub trait Chat {
+    /// Request-response.
+    async fn login(&self, user: String) -> Result<u64, LoginError>;
+
+    /// One-way.
+    #[notify]
+    async fn typing(&self, user: String);
+
+    /// The room's history, one message at a time.
+    #[server_stream]
+    async fn history(&self, room: String, out: Sender<Message>) -> Result<u32, ChatError>;
+
+    /// A file, chunk by chunk; answers its size.
+    #[client_stream]
+    async fn upload(&self, name: String, chunks: Receiver<Vec<u8>>) -> Result<u64, ChatError>;
+
+    /// Echoes each message back, shouted; the stream ends come before the room here.
+    #[bidi]
+    async fn talk(
+        &self,
+        incoming: Receiver<Message>,
+        out: Sender<Message>,
+        room: String,
+    ) -> Result<u32, ChatError>;
+}
+
+struct Room {
+    typing: mpsc::UnboundedSender<String>,
+}
+
+impl Chat for Room {
+    async fn login(&self, user: String) -> Result<u64, LoginError> {
+        match user.as_str() {
+            "ada" => Ok(1),
+            "bob" => Err(LoginError::Locked { retry_in_secs: 30 }),
+            _ => Err(LoginError::UnknownUser(user)),
+        }
+    }
+
+    async fn typing(&self, user: String) {
+        let _ = self.typing.send(user);
+    }
+
+    async fn history(&self, room: String, mut out: Sender<Message>) -> Result<u32, ChatError> {
+        if room != "lobby" {
+            return Err(ChatError(format!("no room {room}")));
+        }
+        for i in 0..3 {
+            let message = Message {
+                from: "server".into(),
+                text: format!("message {i}"),
+            };
+            out.send(message)
+                .await
+                .map_err(|e| ChatError(e.to_string()))?;
+        }
+        Ok(3)
+    }
+
+    async fn upload(&self, name: String, mut chunks: Receiver<Vec<u8>>) -> Result<u64, ChatError> {
+        let mut size = 0;
+        while let Some(chunk) = chunks.next().await {
+            size += chunk.map_err(|e| ChatError(e.to_string()))?.len() as u64;
+        }
+        if name.is_empty() {
+            return Err(ChatError("a file needs a name".into()));
+        }
+        Ok(size)
+    }
+
+    async fn talk(
+        &self,
+        mut incoming: Receiver<Message>,
+        mut out: Sender<Message>,
+        room: String,
+    ) -> Result<u32, ChatError> {
+        let mut echoed = 0;
+        while let Some(message) = incoming.next().await {
+            let message = message.map_err(|e| ChatError(e.to_string()))?;
+            let shouted = Message {
+                from: room.clone(),
+                text: message.text.to_uppercase(),
+            };
+            out.send(shouted)
+                .await
+                .map_err(|e| ChatError(e.to_string()))?;
+            echoed += 1;
+        }
+        Ok(echoed)
+    }
+}
+
+async fn chat() -> (Node, Node, ChatClient, mpsc::UnboundedReceiver<String>) {
+    let (typing, typed) = mpsc::unbounded_channel();
+    let (server, client, conn) = connect(ChatServer::new(Room { typing })).await;
+    (server, client, ChatClient::new(conn), typed)
+}
+
+#[tokio::test]
+async fn unary_carries_values_and_application_errors_intact() {
+    let (_server, _client, chat, _) = chat().await;
+
+    assert_eq!(patiently(chat.login("ada".into())).await.unwrap(), Ok(1));
+    assert_eq!(
+        patiently(chat.login("bob".into())).await.unwrap(),
+        Err(LoginError::Locked { retry_in_secs: 30 })
+    );
+    assert_eq!(
+        patiently(chat.login("eve".into())).await.unwrap(),
+        Err(LoginError::UnknownUser("eve".into()))
+    );
+}
+
+#[tokio::test]
+async fn unary_calls_can_be_configured_before_awaiting() {
+    let (_server, _client, chat, _) = chat().await;
+
+    let call = chat
+        .login("ada".into())
+        .timeout(Duration::from_secs(5))
+        .metadata("trace", "1");
+    assert_eq!(patiently(call).await.unwrap(), Ok(1));
+}
+
+/// What a user writes: framework errors and application errors both go through `?`.
+async fn login_both(chat: &ChatClient) -> Result<(u64, u64), Box<dyn std::error::Error>> {
+    let first = chat.login("ada".into()).await??;
+    let second = chat.login("bob".into()).await??;
+    Ok((first, second))
+}
+
+#[tokio::test]
+async fn results_can_be_propagated_with_question_marks() {
+    let (_server, _client, chat, _) = chat().await;
+
+    let error = patiently(login_both(&chat)).await.unwrap_err();
+    let error = error
+        .downcast::<LoginError>()
+        .expect("the application's own error");
+    assert_eq!(*error, LoginError::Locked { retry_in_secs: 30 });
+}
+
+#[tokio::test]
+async fn notify_reaches_the_handler() {
+    let (_server, _client, chat, mut typed) = chat().await;
+
+    patiently(chat.typing("ada".into())).await.unwrap();
+    assert_eq!(patiently(typed.recv()).await.as_deref(), Some("ada"));
+}
+
+#[tokio::test]
+async fn server_stream_yields_items_then_the_result() {
+    let (_server, _client, chat, _) = chat().await;
+
+    let (items, response) = patiently(chat.history("lobby".into())).await.unwrap();
+    let items: Vec<Message> = patiently(items.map(Result::unwrap).collect()).await;
+    let texts: Vec<&str> = items.iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["message 0", "message 1", "message 2"]);
+    assert_eq!(patiently(response).await.unwrap(), Ok(3));
+
+    let (mut items, response) = patiently(chat.history("attic".into())).await.unwrap();
+    assert!(patiently(items.next()).await.is_none());
+    assert_eq!(
+        patiently(response).await.unwrap(),
+        Err(ChatError("no room attic".into()))
+    );
+}
+
+#[tokio::test]
+async fn client_stream_sends_items_then_gets_the_result() {
+    let (_server, _client, chat, _) = chat().await;
+
+    let (mut chunks, response) = patiently(chat.upload("notes.txt".into())).await.unwrap();
+    for chunk in [vec![1, 2, 3], vec![4, 5], vec![]] {
+        patiently(chunks.send(chunk)).await.unwrap();
+    }
+    chunks.finish().unwrap();
+    assert_eq!(patiently(response).await.unwrap(), Ok(5));
+
+    let (chunks, response) = patiently(chat.upload(String::new())).await.unwrap();
+    chunks.finish().unwrap();
+    assert_eq!(
+        patiently(response).await.unwrap(),
+        Err(ChatError("a file needs a name".into()))
+    );
+}
+
+#[tokio::test]
+async fn bidi_streams_both_ways() {
+    let (_server, _client, chat, _) = chat().await;
+
+    let (mut to_server, mut from_server, response) =
+        patiently(chat.talk("lobby".into())).await.unwrap();
+    for text in ["hello", "anyone?"] {
+        let message = Message {
+            from: "ada".into(),
+            text: text.into(),
+        };
+        patiently(to_server.send(message)).await.unwrap();
+        let echo = patiently(from_server.next()).await.unwrap().unwrap();
+        assert_eq!(echo.from, "lobby");
+        assert_eq!(echo.text, text.to_uppercase());
+    }
+    to_server.finish().unwrap();
+    assert!(patiently(from_server.next()).await.is_none());
+    assert_eq!(patiently(response).await.unwrap(), Ok(2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evolving a service: methods are identified by name.
+
+/// The first version of a key-value service.
+#[service(name = "kv")]
+pub trait KvV1 {
+    async fn get(&self, key: String) -> Option<String>;
+    async fn put(&self, key: String, value: String);
+}
+
+/// The second version: a method added in front, the others reordered, one more at the end.
+#[service(name = "kv")]
+pub trait KvV2 {
+    async fn delete(&self, key: String) -> bool;
+    async fn put(&self, key: String, value: String);
+    #[server_stream]
+    async fn keys(&self, out: Sender<String>);
+    async fn get(&self, key: String) -> Option<String>;
+}
+
+/// A later version that the server does not know yet.
+#[service(name = "kv")]
+pub trait KvV3 {
+    async fn get(&self, key: String) -> Option<String>;
+    async fn compact(&self) -> u64;
+}
+
+#[derive(Default)]
+struct Memory(Mutex<BTreeMap<String, String>>);
+
+impl KvV2 for Memory {
+    async fn delete(&self, key: String) -> bool {
+        self.0.lock().unwrap().remove(&key).is_some()
+    }
+
+    async fn put(&self, key: String, value: String) {
+        self.0.lock().unwrap().insert(key, value);
+    }
+
+    async fn keys(&self, mut out: Sender<String>) {
+        let keys: Vec<String> = self.0.lock().unwrap().keys().cloned().collect();
+        for key in keys {
+            if out.send(key).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn get(&self, key: String) -> Option<String> {
+        self.0.lock().unwrap().get(&key).cloned()
+    }
+}
+
+#[tokio::test]
+async fn an_older_client_keeps_working_against_a_newer_server() {
+    let (_server, _client, conn) = connect(KvV2Server::new(Memory::default())).await;
+    let v1 = KvV1Client::new(conn.clone());
+    let v2 = KvV2Client::new(conn);
+
+    patiently(v1.put("a".into(), "1".into())).await.unwrap();
+    assert_eq!(
+        patiently(v1.get("a".into())).await.unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(patiently(v1.get("b".into())).await.unwrap(), None);
+
+    // Both versions see the same service.
+    patiently(v2.put("b".into(), "2".into())).await.unwrap();
+    assert_eq!(
+        patiently(v1.get("b".into())).await.unwrap().as_deref(),
+        Some("2")
+    );
+    assert!(patiently(v2.delete("a".into())).await.unwrap());
+    assert_eq!(patiently(v1.get("a".into())).await.unwrap(), None);
+    let (keys, done) = patiently(v2.keys()).await.unwrap();
+    let keys: Vec<String> = patiently(keys.map(Result::unwrap).collect()).await;
+    assert_eq!(keys, ["b"]);
+    patiently(done).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_method_the_server_lacks_fails_with_unknown_method() {
+    let (_server, _client, conn) = connect(KvV2Server::new(Memory::default())).await;
+    let v3 = KvV3Client::new(conn);
+
+    let error = patiently(v3.compact()).await.unwrap_err();
+    assert!(
+        matches!(error, Error::UnknownMethod(_)),
+        "expected an unknown-method error, got {error:?}"
+    );
+    // The connection is still good for the methods the server has.
+    assert_eq!(patiently(v3.get("x".into())).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A generic service.
+
+/// A store of any key and value types.
+#[service(name = "store")]
+pub trait Store<K, V>
+where
+    K: Ord,
+{
+    async fn get(&self, key: K) -> Option<V>;
+    async fn put(&self, key: K, value: V) -> Option<V>;
+}
+
+struct MemoryStore<K, V>(Mutex<BTreeMap<K, V>>);
+
+impl<K, V> Store<K, V> for MemoryStore<K, V>
+where
+    K: Ord + Serialize + DeserializeOwned + Send + 'static,
+    V: Clone + Serialize + DeserializeOwned + Send + 'static,
+{
+    async fn get(&self, key: K) -> Option<V> {
+        self.0.lock().unwrap().get(&key).cloned()
+    }
+
+    async fn put(&self, key: K, value: V) -> Option<V> {
+        self.0.lock().unwrap().insert(key, value)
+    }
+}
+
+#[tokio::test]
+async fn generic_services_work_for_concrete_types() {
+    let store: StoreServer<_, u32, Vec<String>> =
+        StoreServer::new(MemoryStore(Mutex::new(BTreeMap::new())));
+    let (_server, _client, conn) = connect(store).await;
+    let store = StoreClient::<u32, Vec<String>>::new(conn);
+
+    assert_eq!(
+        patiently(store.put(7, vec!["seven".into()])).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        patiently(store.get(7)).await.unwrap(),
+        Some(vec!["seven".to_string()])
+    );
+    assert_eq!(patiently(store.get(8)).await.unwrap(), None);
+}

@@ -1,0 +1,10 @@
+use dep2p_runtime::service;
+
+#[service]
+pub trait Chat {
+    async fn login(&self, user: String) -> u64 {
+        user.len() as u64
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use dep2p_runtime::service;
+
+#[service]
+pub struct Chat;
+
+fn main() {}

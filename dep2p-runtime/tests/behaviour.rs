@@ -1,0 +1,383 @@
+//! Deadlines, cancellation, limits, identity, failures and shutdown, over real QUIC.
+
+mod common;
+
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dep2p_runtime::{Error, Node, SecretKey, ServerStreaming, Unary};
+use futures::StreamExt;
+
+#[tokio::test]
+async fn deadline_ends_the_call_on_both_sides() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let started = Instant::now();
+    let err = sleep(&conn, 10_000)
+        .timeout(Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    assert!(err.is_timeout());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The handler was stopped rather than left sleeping.
+    eventually("the handler to be stopped", || {
+        probe.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(probe.cancelled.load(Ordering::SeqCst), 1);
+    // The connection still serves.
+    assert_eq!(echo(&conn, "after").await.unwrap(), "after");
+}
+
+#[tokio::test]
+async fn node_default_timeout_applies() {
+    let probe = probe();
+    let server = node(Node::builder().serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let client = node(Node::builder().request_timeout(Duration::from_millis(100))).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    assert!(matches!(sleep(&conn, 10_000).await, Err(Error::Timeout)));
+    assert_eq!(sleep(&conn, 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn server_side_deadline_reports_deadline_exceeded() {
+    // The server stops the handler at the deadline it received and says so; the client's own
+    // timer, set a little later, does not fire first.
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let (mut rx, result) = ServerStreaming::<(), u8, ()>::new(&conn, SERVICE, "pause_stream", ())
+        .timeout(Duration::from_millis(150))
+        .await
+        .unwrap();
+    let err = rx.next().await.unwrap().unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(result.await.unwrap_err().is_timeout());
+    eventually("the handler to be stopped", || {
+        probe.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_the_handler() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let call = tokio::spawn(hold(&conn).into_future());
+    eventually("the handler to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    call.abort();
+    eventually("the handler to be cancelled", || {
+        probe.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(probe.running.load(Ordering::SeqCst), 0);
+    assert_eq!(echo(&conn, "next").await.unwrap(), "next");
+}
+
+#[tokio::test]
+async fn dropping_a_receiver_cancels_a_streaming_handler() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let (rx, result) = ServerStreaming::<(), u8, ()>::new(&conn, SERVICE, "pause_stream", ())
+        .await
+        .unwrap();
+    eventually("the handler to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(rx);
+    eventually("the handler to be cancelled", || {
+        probe.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(matches!(result.await, Err(Error::Cancelled)));
+}
+
+#[tokio::test]
+async fn dropping_the_client_receiver_fails_the_handlers_send() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    // An endless stream: the handler only stops when a send fails.
+    let (mut rx, result) = count(&conn, u32::MAX).await.unwrap();
+    assert_eq!(rx.next().await.unwrap().unwrap(), 0);
+    drop(rx);
+    drop(result);
+    eventually("the handler to stop", || {
+        probe.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    assert_eq!(probe.cancelled.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn idle_stream_times_out() {
+    let probe = probe();
+    let (_server, client, _conn) = pair(&probe).await;
+    drop(client);
+    let server = node(Node::builder().serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let client = node(Node::builder().idle_stream_timeout(Duration::from_millis(150))).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    let (mut rx, _result) = ServerStreaming::<(), u8, ()>::new(&conn, SERVICE, "pause_stream", ())
+        .await
+        .unwrap();
+    let err = rx.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::IdleTimeout), "{err:?}");
+    eventually("the handler to be cancelled", || {
+        probe.cancelled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn flow_control_makes_a_fast_sender_wait() {
+    let probe = probe();
+    let window = 64 * 1024;
+    let (_server, _client, conn) = pair_with(
+        Node::builder()
+            .stream_window(window)
+            .connection_window(4 * window),
+        &probe,
+    )
+    .await;
+    let (mut tx, _result) =
+        dep2p_runtime::ClientStreaming::<(), Vec<u8>, ()>::new(&conn, SERVICE, "stall", ())
+            .await
+            .unwrap();
+    let mut sent = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), tx.send(vec![1u8; 4096])).await {
+            Ok(Ok(())) => sent += 4096,
+            Ok(Err(e)) => panic!("send failed: {e}"),
+            Err(_) => break,
+        }
+        assert!(
+            sent < 16 * window as usize,
+            "sender never waited: {sent} bytes buffered"
+        );
+    }
+    // The receiver never read: what got through is bounded by its window.
+    assert!(
+        sent <= 2 * window as usize,
+        "{sent} bytes accepted with a {window}-byte window"
+    );
+    probe.release.notify_waiters();
+}
+
+#[tokio::test]
+async fn oversized_messages_fail_only_their_call() {
+    let probe = probe();
+    let (_server, _client, conn) = pair_with(Node::builder().max_message_size(1024), &probe).await;
+    // The server's limit refuses a large request...
+    let big = "x".repeat(4096);
+    let err = echo(&conn, &big).await.unwrap_err();
+    assert!(matches!(err, Error::MessageTooLarge(_)), "{err:?}");
+    // ...and a large response is refused by the server before sending.
+    let bytes: Unary<(usize,), Vec<u8>> = Unary::new(&conn, SERVICE, "bytes", (4096,));
+    let err = bytes.await.unwrap_err();
+    assert!(matches!(err, Error::MessageTooLarge(_)), "{err:?}");
+    assert_eq!(echo(&conn, "small").await.unwrap(), "small");
+
+    // The client's own limit refuses to send, before anything reaches the peer.
+    let server = node(Node::builder().serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let client = node(Node::builder().max_message_size(1024)).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    assert!(matches!(
+        echo(&conn, &big).await,
+        Err(Error::MessageTooLarge(_))
+    ));
+    // And the response over the client's limit is refused on arrival.
+    let bytes: Unary<(usize,), Vec<u8>> = Unary::new(&conn, SERVICE, "bytes", (4096,));
+    assert!(matches!(bytes.await, Err(Error::MessageTooLarge(_))));
+    assert_eq!(echo(&conn, "small").await.unwrap(), "small");
+}
+
+#[tokio::test]
+async fn concurrent_call_limit_refuses_the_excess() {
+    let probe = probe();
+    let (_server, _client, conn) = pair_with(Node::builder().max_concurrent_calls(2), &probe).await;
+    let a = tokio::spawn(hold(&conn).into_future());
+    let b = tokio::spawn(hold(&conn).into_future());
+    eventually("two handlers to run", || {
+        probe.running.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let err = echo(&conn, "third").await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded(_)), "{err:?}");
+    probe.release.notify_waiters();
+    a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(echo(&conn, "fourth").await.unwrap(), "fourth");
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_calls_on_one_connection() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let calls = (0..1000).map(|i| {
+        let conn = conn.clone();
+        tokio::spawn(async move { echo(&conn, &i.to_string()).await })
+    });
+    let results = futures::future::join_all(calls).await;
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap().unwrap(), i.to_string());
+    }
+}
+
+#[tokio::test]
+async fn wrong_node_id_is_refused() {
+    let probe = probe();
+    let (server, client, _conn) = pair(&probe).await;
+    let imposter = SecretKey::generate().public();
+    let err = client
+        .connect(server.local_addr(), imposter)
+        .await
+        .unwrap_err();
+    match err {
+        Error::WrongNodeId {
+            expected,
+            presented,
+        } => {
+            assert_eq!(expected, imposter);
+            assert_eq!(presented, server.id());
+        }
+        other => panic!("expected WrongNodeId, got {other:?}"),
+    }
+    assert!(client
+        .connect(server.local_addr(), server.id())
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn unreachable_peer_is_reported() {
+    let client = node(Node::builder().connect_timeout(Duration::from_millis(300))).await;
+    // A bound socket that never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let err = client
+        .connect(silent.local_addr().unwrap(), SecretKey::generate().public())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(err.is_connection_error());
+}
+
+#[tokio::test]
+async fn identity_survives_a_restart() {
+    let path = std::env::temp_dir().join(format!("dep2p-restart-{}", std::process::id()));
+    let key = SecretKey::load_or_generate(&path).unwrap();
+    let first = node(Node::builder().secret_key(key)).await;
+    let id = first.id();
+    drop(first);
+    let again = node(Node::builder().secret_key(SecretKey::load(&path).unwrap())).await;
+    assert_eq!(again.id(), id);
+    std::fs::remove_file(path).unwrap();
+}
+
+#[tokio::test]
+async fn unknown_service_and_method() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let err = Unary::<(), ()>::new(&conn, "Nope", "x", ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownService(ref s) if s == "Nope"),
+        "{err:?}"
+    );
+    let err = Unary::<(), ()>::new(&conn, SERVICE, "nope", ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::UnknownMethod(ref m) if m.contains("nope")),
+        "{err:?}"
+    );
+    // The same name called as another kind is not that method.
+    let err = ServerStreaming::<(String,), u8, ()>::new(&conn, SERVICE, "echo", ("x".into(),))
+        .await
+        .unwrap()
+        .1
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::UnknownMethod(_)), "{err:?}");
+    // Arguments of the wrong type are undecodable, not a crash.
+    let err = Unary::<(u8,), u64>::new(&conn, SERVICE, "echo", (200,))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Decode(_)), "{err:?}");
+    assert_eq!(echo(&conn, "ok").await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_call_only() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let err = Unary::<(), u8>::new(&conn, SERVICE, "panic", ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::HandlerFailed(ref m) if m.contains("boom")),
+        "{err:?}"
+    );
+    assert_eq!(echo(&conn, "alive").await.unwrap(), "alive");
+}
+
+#[tokio::test]
+async fn shutdown_lets_calls_in_flight_finish_and_refuses_new_ones() {
+    let probe = probe();
+    let (server, _client, conn) = pair(&probe).await;
+    let in_flight = tokio::spawn(sleep(&conn, 300).into_future());
+    eventually("the call to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let stopping = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let err = echo(&conn, "late").await.unwrap_err();
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 300);
+    stopping.await.unwrap();
+    let err = echo(&conn, "after").await.unwrap_err();
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+}
+
+#[tokio::test]
+async fn shutdown_grace_period_is_bounded() {
+    let probe = probe();
+    let (server, _client, conn) = pair(&probe).await;
+    let in_flight = tokio::spawn(hold(&conn).into_future());
+    eventually("the call to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let started = Instant::now();
+    server.shutdown(Duration::from_millis(200)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let err = in_flight.await.unwrap().unwrap_err();
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+}

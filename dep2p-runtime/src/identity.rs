@@ -107,7 +107,8 @@ impl FromStr for NodeId {
 
 impl serde::Serialize for NodeId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        // A fixed-size array: 32 bytes on the wire, no length.
+        self.0.serialize(serializer)
     }
 }
 
@@ -398,6 +399,17 @@ mod tests {
         assert_eq!(text.to_ascii_uppercase().parse::<NodeId>(), Ok(id));
         assert!(text[..51].parse::<NodeId>().is_err());
         assert!("!".repeat(52).parse::<NodeId>().is_err());
+    }
+
+    #[test]
+    fn node_id_is_32_bytes_in_messages() {
+        let id = SecretKey::generate().public();
+        let bytes = postcard::to_allocvec(&(id, 7u8)).unwrap();
+        assert_eq!(bytes.len(), 33);
+        assert_eq!(
+            postcard::from_bytes::<(NodeId, u8)>(&bytes).unwrap(),
+            (id, 7)
+        );
     }
 
     #[test]

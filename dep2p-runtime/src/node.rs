@@ -10,7 +10,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, MAX_UDP_PAYLOAD, SOCKET_BUFFER};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::identity::{self, AnyPeer, ExpectedPeer, NodeId, SecretKey};
@@ -74,8 +74,32 @@ struct NodeInner {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     key: SecretKey,
-    transport: Arc<quinn::TransportConfig>,
+    transports: Transports,
     shared: Arc<Shared>,
+}
+
+/// Transport settings for peers elsewhere and for peers on this machine.
+#[derive(Clone)]
+struct Transports {
+    wan: Arc<quinn::TransportConfig>,
+    loopback: Arc<quinn::TransportConfig>,
+}
+
+impl Transports {
+    fn new(config: &Config) -> Result<Self, Error> {
+        Ok(Transports {
+            wan: Arc::new(config.transport(false)?),
+            loopback: Arc::new(config.transport(true)?),
+        })
+    }
+
+    fn for_peer(&self, addr: SocketAddr) -> Arc<quinn::TransportConfig> {
+        if addr.ip().is_loopback() {
+            Arc::clone(&self.loopback)
+        } else {
+            Arc::clone(&self.wan)
+        }
+    }
 }
 
 impl Drop for NodeInner {
@@ -143,7 +167,7 @@ impl Node {
         let crypto =
             QuicClientConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(Arc::clone(&inner.transport));
+        config.transport_config(inner.transports.for_peer(addr));
 
         let unreachable = |reason: String| Error::Unreachable { addr, reason };
         let connecting = inner
@@ -312,7 +336,7 @@ impl NodeBuilder {
             .next()
             .ok_or_else(|| Error::Config("no address to bind".into()))?;
         let key = key.unwrap_or_else(SecretKey::generate);
-        let transport = Arc::new(config.transport()?);
+        let transports = Transports::new(&config)?;
 
         let (cert, private) = key.certificate()?;
         let mut crypto = rustls::ServerConfig::builder_with_provider(identity::crypto_provider())
@@ -323,11 +347,28 @@ impl NodeBuilder {
             .map_err(|e| Error::InvalidKey(e.to_string()))?;
         crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
         let crypto =
-            QuicServerConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(Arc::clone(&transport));
+            Arc::new(QuicServerConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))?);
+        let server_config = |transport: &Arc<quinn::TransportConfig>| {
+            let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
+            server.transport_config(Arc::clone(transport));
+            Arc::new(server)
+        };
+        let servers = ServerConfigs {
+            wan: server_config(&transports.wan),
+            loopback: server_config(&transports.loopback),
+        };
 
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(MAX_UDP_PAYLOAD)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let socket = udp_socket(addr)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(quinn::ServerConfig::clone(&servers.wan)),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
         let local_addr = endpoint.local_addr()?;
         let shared = Arc::new(Shared {
             id: key.public(),
@@ -339,30 +380,64 @@ impl NodeBuilder {
         for service in services {
             shared.add_service(service);
         }
-        tokio::spawn(accept(endpoint.clone(), Arc::clone(&shared)));
+        tokio::spawn(accept(endpoint.clone(), servers, Arc::clone(&shared)));
         Ok(Node {
             inner: Arc::new(NodeInner {
                 endpoint,
                 local_addr,
                 key,
-                transport,
+                transports,
                 shared,
             }),
         })
     }
 }
 
+/// Server settings for peers elsewhere and for peers on this machine.
+struct ServerConfigs {
+    wan: Arc<quinn::ServerConfig>,
+    loopback: Arc<quinn::ServerConfig>,
+}
+
+/// A UDP socket bound to `addr`, with buffers large enough for bulk transfers.
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Accept IPv4 peers too where the system allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: the system may cap the sizes, which only costs speed.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
 /// Accepts connections until the endpoint closes.
-async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+async fn accept(endpoint: quinn::Endpoint, servers: ServerConfigs, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
         if shared.is_shutting_down() {
             incoming.refuse();
             continue;
         }
+        let server = if incoming.remote_address().ip().is_loopback() {
+            Arc::clone(&servers.loopback)
+        } else {
+            Arc::clone(&servers.wan)
+        };
+        let connecting = match incoming.accept_with(server) {
+            Ok(connecting) => connecting,
+            Err(err) => {
+                tracing::debug!(%err, "incoming connection failed");
+                continue;
+            }
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let timeout = shared.config.connect_timeout;
-            let quic = match tokio::time::timeout(timeout, incoming).await {
+            let quic = match tokio::time::timeout(timeout, connecting).await {
                 Ok(Ok(quic)) => quic,
                 Ok(Err(err)) => {
                     tracing::debug!(%err, "incoming connection failed");

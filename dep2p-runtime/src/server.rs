@@ -391,13 +391,21 @@ fn panic_message(panic: &Panic) -> String {
     }
 }
 
+/// Writes a call's last frame and finishes the stream, then waits until the peer has
+/// received all of it (or stopped reading, or the connection is gone). The wait keeps the
+/// call counted as in flight, so a graceful shutdown does not close the connection under an
+/// answer still on its way.
+async fn end_stream(mut send: quinn::SendStream, frame: Bytes) {
+    if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
+        let _ = send.stopped().await;
+    }
+}
+
 /// Answers a call that will not be served with the status for `err`.
 pub(crate) async fn reject(send: Option<quinn::SendStream>, err: &Error) {
-    let Some(mut send) = send else { return };
+    let Some(send) = send else { return };
     let frame = wire::encode_status(err.status_code(), &err.status_message());
-    if send.write_chunk(frame).await.is_ok() {
-        let _ = send.finish();
-    }
+    end_stream(send, frame).await;
 }
 
 /// Runs a handler to completion under the call's deadline, watching for the caller going
@@ -450,19 +458,21 @@ async fn respond<R, Fut>(
         // The handler is gone, and with it its `Sender`, unless it moved the `Sender` into
         // another task: then the call stays open until that `Sender` is dropped, the caller
         // goes away or the deadline passes.
-        (None, Some(mut back)) => match back.try_recv() {
-            Ok(send) => Some(send),
-            Err(_) if outcome.is_ok() => tokio::select! {
-                send = with_deadline(deadline, back) => send.ok().and_then(Result::ok),
+        // Once the handler has failed there is no deadline left to keep: what it queued is
+        // still written (the stream's writer bounds that by the idle timeout), then the status.
+        (None, Some(back)) if outcome.is_err() || matches!(outcome, Ok(Err(_))) => {
+            tokio::select! {
+                send = back => send.ok(),
                 () = &mut caller_gone => None,
-            },
-            Err(_) => None,
+            }
+        }
+        (None, Some(back)) => tokio::select! {
+            send = with_deadline(deadline, back) => send.ok().and_then(Result::ok),
+            () = &mut caller_gone => None,
         },
         (None, None) => None,
     };
     drop(call);
-    let Some(mut send) = send else { return };
-    if send.write_chunk(frame).await.is_ok() {
-        let _ = send.finish();
-    }
+    let Some(send) = send else { return };
+    end_stream(send, frame).await;
 }

@@ -41,7 +41,48 @@ enum SenderEnd {
     /// The caller's end: dropping it without [`Sender::finish`] aborts the stream.
     Caller,
     /// A handler's end: the stream goes back to the runtime, which writes the handler's result.
-    Handler(Option<oneshot::Sender<quinn::SendStream>>),
+    Handler(oneshot::Sender<quinn::SendStream>),
+}
+
+/// Bytes a [`Sender`] may have queued ahead of its writer: beyond the QUIC windows, the most
+/// memory a stream's sending side holds.
+const QUEUE_BUDGET: usize = 256 * 1024;
+
+/// Frames queued together are written as one buffer of up to this many bytes: one write per
+/// small message costs quinn far more than one per batch.
+const BATCH: usize = 64 * 1024;
+
+/// The room a frame takes in a sender's queue. A frame larger than the whole budget waits
+/// for an empty queue.
+fn queue_cost(frame: &Bytes) -> u32 {
+    // QUEUE_BUDGET fits in u32.
+    frame.len().min(QUEUE_BUDGET) as u32
+}
+
+enum Command {
+    Frame(Bytes),
+    Finish,
+}
+
+/// What a sender and its writer share.
+struct Outbound {
+    /// Bytes queued and not yet written: the sender waits for room.
+    room: tokio::sync::Semaphore,
+    /// Why the stream can take no more, once it can't.
+    error: Mutex<Option<Error>>,
+}
+
+impl Outbound {
+    fn error(&self) -> Error {
+        let error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        error.clone().unwrap_or(Error::Cancelled)
+    }
+
+    fn fail(&self, err: Error) {
+        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        error.get_or_insert(err);
+        self.room.close();
+    }
 }
 
 /// The sending end of a stream of `T`s.
@@ -51,11 +92,13 @@ enum SenderEnd {
 /// [`Error::Cancelled`] rather than a clean end. In a handler, the stream ends when the handler
 /// returns (and its `Sender` is gone), followed by the handler's result.
 ///
-/// Each [`send`](Sender::send) waits while the receiver's flow-control window is full, so a
-/// fast sender never buffers without bound.
+/// Messages are written in order by a task of the stream's own, which gathers what is queued
+/// into few large writes. [`send`](Sender::send) waits while 256 KiB are queued ahead of it
+/// and the receiver's flow-control window is full, so a fast sender never buffers without
+/// bound.
 pub struct Sender<T> {
-    stream: Option<quinn::SendStream>,
-    end: SenderEnd,
+    queue: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
+    outbound: Arc<Outbound>,
     max_message: usize,
     idle: Duration,
     deadline: Option<Instant>,
@@ -65,27 +108,53 @@ pub struct Sender<T> {
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("open", &self.stream.is_some())
+            .field("open", &self.queue.is_some())
             .field("deadline", &self.deadline)
             .finish()
     }
 }
 
 impl<T> Sender<T> {
+    fn start(
+        stream: Option<quinn::SendStream>,
+        end: SenderEnd,
+        max_message: usize,
+        idle: Duration,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let outbound = Arc::new(Outbound {
+            room: tokio::sync::Semaphore::new(QUEUE_BUDGET),
+            error: Mutex::new(None),
+        });
+        let queue = stream.map(|stream| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let writer = Writer {
+                stream,
+                commands: rx,
+                outbound: Arc::clone(&outbound),
+                idle,
+                deadline,
+            };
+            tokio::spawn(writer.run(end));
+            tx
+        });
+        Sender {
+            queue,
+            outbound,
+            max_message,
+            idle,
+            deadline,
+            _item: PhantomData,
+        }
+    }
+
     pub(crate) fn caller(
         stream: quinn::SendStream,
         max_message: usize,
         idle: Duration,
         deadline: Option<Instant>,
     ) -> Self {
-        Sender {
-            stream: Some(stream),
-            end: SenderEnd::Caller,
-            max_message,
-            idle,
-            deadline,
-            _item: PhantomData,
-        }
+        Self::start(Some(stream), SenderEnd::Caller, max_message, idle, deadline)
     }
 
     pub(crate) fn handler(
@@ -95,31 +164,18 @@ impl<T> Sender<T> {
         idle: Duration,
         deadline: Option<Instant>,
     ) -> Self {
-        Sender {
-            stream: Some(stream),
-            end: SenderEnd::Handler(Some(back)),
-            max_message,
-            idle,
-            deadline,
-            _item: PhantomData,
-        }
+        let end = SenderEnd::Handler(back);
+        Self::start(Some(stream), end, max_message, idle, deadline)
     }
 
     /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
     pub(crate) fn detached(max_message: usize, idle: Duration, deadline: Option<Instant>) -> Self {
-        Sender {
-            stream: None,
-            end: SenderEnd::Caller,
-            max_message,
-            idle,
-            deadline,
-            _item: PhantomData,
-        }
+        Self::start(None, SenderEnd::Caller, max_message, idle, deadline)
     }
 }
 
 impl<T: Serialize> Sender<T> {
-    /// Sends one message, waiting while the receiver's window is full.
+    /// Queues one message, waiting while the stream's queue is full.
     ///
     /// Fails with [`Error::Cancelled`] once the receiver has gone away, with
     /// [`Error::MessageTooLarge`] (sending nothing) if the encoded message exceeds the limit,
@@ -127,21 +183,31 @@ impl<T: Serialize> Sender<T> {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: if the future is dropped, part of the message may have been written,
-    /// and the stream is then aborted.
+    /// Cancel safe: if the future is dropped before it completes, the message was not queued.
     pub async fn send(&mut self, item: T) -> Result<(), Error> {
         let frame = wire::encode(TAG_ITEM, &item, self.max_message)?;
-        let stream = self.stream.as_mut().ok_or(Error::Cancelled)?;
-        let written = bounded(self.deadline, self.idle, async {
-            stream.write_chunk(frame).await.map_err(Error::from_write)
-        })
-        .await;
-        if written.is_err() {
-            if let Some(mut stream) = self.stream.take() {
-                let _ = stream.reset(wire::STREAM_CANCELLED.into());
+        let Some(queue) = &self.queue else {
+            return Err(self.outbound.error());
+        };
+        let cost = queue_cost(&frame);
+        let room = &self.outbound.room;
+        let permit = match room.try_acquire_many(cost) {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.outbound.error()),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                bounded(self.deadline, self.idle, async {
+                    room.acquire_many(cost)
+                        .await
+                        .map_err(|_| self.outbound.error())
+                })
+                .await?
             }
-        }
-        written
+        };
+        // The writer gives the room back once the frame is written.
+        permit.forget();
+        queue
+            .send(Command::Frame(frame))
+            .map_err(|_| self.outbound.error())
     }
 
     /// Ends the stream cleanly: the receiver sees the end after the messages already sent.
@@ -149,37 +215,95 @@ impl<T: Serialize> Sender<T> {
     /// In a handler this only says "no more items"; the call itself ends when the handler
     /// returns.
     pub fn finish(mut self) -> Result<(), Error> {
-        match &mut self.end {
-            SenderEnd::Caller => {
-                let mut stream = self.stream.take().ok_or(Error::Cancelled)?;
-                stream.finish().map_err(|_| Error::Cancelled)
-            }
-            SenderEnd::Handler(_) => Ok(()),
-        }
-    }
-
-    /// Completes when the receiver has stopped reading (dropped its end or was cancelled).
-    pub async fn closed(&self) {
-        if let Some(stream) = &self.stream {
-            let _ = stream.stopped().await;
+        match self.queue.take() {
+            Some(queue) => queue
+                .send(Command::Finish)
+                .map_err(|_| self.outbound.error()),
+            None => Err(self.outbound.error()),
         }
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        let Some(mut stream) = self.stream.take() else {
-            return;
-        };
-        match &mut self.end {
+        // Closing the queue without `Finish` tells the writer: abort (a caller's stream) or
+        // hand the stream back after what is queued (a handler's).
+        self.queue.take();
+    }
+}
+
+/// Writes a [`Sender`]'s queued frames, gathering what is ready into one write.
+struct Writer {
+    stream: quinn::SendStream,
+    commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
+    outbound: Arc<Outbound>,
+    idle: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Writer {
+    async fn run(mut self, end: SenderEnd) {
+        let mut finish = false;
+        while let Some(command) = self.commands.recv().await {
+            let first = match command {
+                Command::Frame(frame) => frame,
+                Command::Finish => {
+                    finish = true;
+                    break;
+                }
+            };
+            let mut queued = first.len();
+            let mut cost = queue_cost(&first);
+            let mut batch: Option<bytes::BytesMut> = None;
+            while queued < BATCH {
+                match self.commands.try_recv() {
+                    Ok(Command::Frame(frame)) => {
+                        let buf = batch.get_or_insert_with(|| {
+                            let mut buf = bytes::BytesMut::with_capacity(BATCH.max(queued));
+                            buf.extend_from_slice(&first);
+                            buf
+                        });
+                        queued += frame.len();
+                        cost += queue_cost(&frame);
+                        buf.extend_from_slice(&frame);
+                    }
+                    Ok(Command::Finish) => {
+                        finish = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let chunk = match batch {
+                Some(buf) => buf.freeze(),
+                None => first,
+            };
+            let stream = &mut self.stream;
+            let written = bounded(self.deadline, self.idle, async {
+                stream.write_chunk(chunk).await.map_err(Error::from_write)
+            })
+            .await;
+            if let Err(err) = written {
+                self.outbound.fail(err);
+                let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
+                return;
+            }
+            self.outbound.room.add_permits(cost as usize);
+            if finish {
+                break;
+            }
+        }
+        self.outbound.fail(Error::Cancelled);
+        match end {
+            SenderEnd::Caller if finish => {
+                let _ = self.stream.finish();
+            }
             SenderEnd::Caller => {
-                let _ = stream.reset(wire::STREAM_CANCELLED.into());
+                let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
             }
             SenderEnd::Handler(back) => {
-                if let Some(back) = back.take() {
-                    if let Err(mut stream) = back.send(stream) {
-                        let _ = stream.reset(wire::STREAM_CANCELLED.into());
-                    }
+                if let Err(mut stream) = back.send(self.stream) {
+                    let _ = stream.reset(wire::STREAM_CANCELLED.into());
                 }
             }
         }

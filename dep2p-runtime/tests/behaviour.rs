@@ -384,10 +384,10 @@ async fn shutdown_grace_period_is_bounded() {
     assert!(matches!(err, Error::ShuttingDown), "{err:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delivers_answers_of_calls_that_finish_in_the_grace_period() {
     // The answer of a call that ends just before the node closes must still arrive.
-    for _ in 0..10 {
+    for _ in 0..20 {
         let probe = probe();
         let (server, _client, conn) = pair(&probe).await;
         let in_flight = tokio::spawn(sleep(&conn, 20).into_future());

@@ -19,7 +19,7 @@ pub(crate) struct Config {
     /// [`Error::Overloaded`](crate::Error::Overloaded). Default: 1,024.
     pub(crate) max_concurrent_calls: usize,
     /// Streams (calls) the peer may have open towards this node at once, per direction; a
-    /// caller over this waits for a free one. Default: 1,024.
+    /// caller over this waits for a free one. Default: 128.
     pub(crate) max_concurrent_streams: u32,
     /// Time allowed between a stream opening and its call header arriving. Default: 10 s.
     pub(crate) header_timeout: Duration,
@@ -43,7 +43,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             max_concurrent_calls: 1024,
-            max_concurrent_streams: 1024,
+            max_concurrent_streams: 128,
             header_timeout: Duration::from_secs(10),
             idle_stream_timeout: Duration::from_secs(300),
             stream_window: 1024 * 1024,

@@ -277,7 +277,9 @@ impl NodeBuilder {
     }
 
     /// QUIC streams a peer may have open towards this node at once, per direction. A caller
-    /// past this limit waits for a stream to free up rather than failing. Default: 1,024.
+    /// past this limit waits for a stream to free up rather than failing. QUIC sets aside
+    /// state for every stream a peer may open, so this is also a memory cost per connection.
+    /// Default: 128.
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.config.max_concurrent_streams = streams;
         self

@@ -128,7 +128,7 @@ impl<K, A: Serialize> Call<K, A> {
         }
         Ok(Started {
             send,
-            reader: recv.map(|recv| FrameReader::new(recv, max_message)),
+            reader: recv.map(|recv| self.conn.reader(recv)),
             deadline,
             max_message,
             idle,

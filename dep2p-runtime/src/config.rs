@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::wire::FRAME_HEAD;
+
 /// Limits and timeouts of a node, set through [`NodeBuilder`](crate::NodeBuilder).
 ///
 /// Every limit fails only the call that exceeds it, with a typed [`Error`](crate::Error); the
@@ -15,6 +17,10 @@ pub(crate) struct Config {
     /// Largest message (one encoded argument tuple, item or result) accepted or sent.
     /// Default: 16 MiB.
     pub(crate) max_message_size: usize,
+    /// Bytes of large incoming messages (over 64 KiB) a connection may have in memory while
+    /// they arrive; a stream whose message does not fit waits (and so does its sender).
+    /// Default: 64 MiB.
+    pub(crate) connection_buffer: usize,
     /// Calls a connection may have running on this node at once; more are refused with
     /// [`Error::Overloaded`](crate::Error::Overloaded). Default: 1,024.
     pub(crate) max_concurrent_calls: usize,
@@ -42,6 +48,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
+            connection_buffer: 64 * 1024 * 1024,
             max_concurrent_calls: 1024,
             max_concurrent_streams: 128,
             header_timeout: Duration::from_secs(10),
@@ -59,6 +66,9 @@ impl Config {
         let err = |msg: &str| Err(crate::Error::Config(msg.to_string()));
         if self.max_message_size == 0 || self.max_message_size >= u32::MAX as usize {
             return err("max_message_size must be between 1 and 2^32 - 2 bytes");
+        }
+        if self.connection_buffer > tokio::sync::Semaphore::MAX_PERMITS {
+            return err("connection_buffer is too large");
         }
         if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
             return err("concurrency limits must be at least 1");
@@ -81,6 +91,12 @@ impl Config {
     /// off (a batch of ten such datagrams exceeds what one `sendmsg` may carry), and an initial
     /// congestion window of ten datagrams (RFC 9002), since quinn's fixed default is smaller
     /// than one of them.
+    /// The connection buffer in force: never smaller than one message of the largest size.
+    pub(crate) fn connection_buffer(&self) -> usize {
+        self.connection_buffer
+            .max(self.max_message_size + FRAME_HEAD)
+    }
+
     pub(crate) fn transport(&self, loopback: bool) -> Result<quinn::TransportConfig, crate::Error> {
         let mut t = quinn::TransportConfig::default();
         let idle = quinn::IdleTimeout::try_from(self.idle_connection_timeout)

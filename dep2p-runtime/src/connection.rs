@@ -23,6 +23,8 @@ pub struct Connection {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
+    /// Bytes of large incoming frames this connection may have in memory at once.
+    budget: Arc<Semaphore>,
 }
 
 impl fmt::Debug for Connection {
@@ -37,10 +39,12 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Wraps an established QUIC connection and starts serving the calls that arrive on it.
     pub(crate) fn start(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
+        let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
         let conn = Connection {
             quic,
             remote,
             shared,
+            budget,
         };
         let serving = conn.clone();
         tokio::spawn(serve(serving));
@@ -89,6 +93,12 @@ impl Connection {
     pub(crate) fn config(&self) -> &Config {
         self.shared.config()
     }
+
+    /// A frame reader for a stream of this connection.
+    pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
+        let max = self.config().max_message_size;
+        FrameReader::new(recv, max, Arc::clone(&self.budget))
+    }
 }
 
 /// Accepts the streams the peer opens and serves each as a call, until the connection closes.
@@ -121,7 +131,7 @@ async fn serve_stream(
     limit: Arc<Semaphore>,
 ) {
     let config = conn.config();
-    let mut reader = FrameReader::new(recv, config.max_message_size);
+    let mut reader = conn.reader(recv);
     let first = tokio::time::timeout(config.header_timeout, reader.frame()).await;
     let payload = match first {
         Ok(Ok(Some((TAG_CALL, payload)))) => payload,

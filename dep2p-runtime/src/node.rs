@@ -269,6 +269,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Bytes of large incoming messages (over 64 KiB each) one connection may have in memory
+    /// while they arrive. A stream whose message does not fit waits for room, and QUIC flow
+    /// control makes its sender wait: memory stays bounded whatever the peer sends. Never less
+    /// than one message of `max_message_size`. Default: 64 MiB.
+    pub fn connection_buffer(mut self, bytes: usize) -> Self {
+        self.config.connection_buffer = bytes;
+        self
+    }
+
     /// Calls one connection may have running on this node at once; further calls fail with
     /// [`Error::Overloaded`]. Default: 1,024.
     pub fn max_concurrent_calls(mut self, calls: usize) -> Self {

@@ -4,8 +4,12 @@
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use std::future::Future;
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Error;
 
@@ -223,15 +227,71 @@ pub(crate) struct FrameReader {
     buf: BytesMut,
     max_message: usize,
     done: bool,
+    /// The connection's budget for large frames being received.
+    budget: Arc<Semaphore>,
+    /// Room taken from `budget` for the frame being read, or the wait for it.
+    room: Room,
 }
 
+#[derive(Default)]
+enum Room {
+    /// The frame being read is small enough to need none.
+    #[default]
+    None,
+    Waiting(
+        Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>,
+    ),
+    Held(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Room::None => "None",
+            Room::Waiting(_) => "Waiting",
+            Room::Held(_) => "Held",
+        })
+    }
+}
+
+/// Frames up to this size are read without taking room from the connection's budget: the
+/// QUIC stream limit already bounds how many such frames can be in progress.
+const SMALL_FRAME: usize = 64 * 1024;
+
 impl FrameReader {
-    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize) -> Self {
+    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize, budget: Arc<Semaphore>) -> Self {
         FrameReader {
             recv,
             buf: BytesMut::new(),
             max_message,
             done: false,
+            budget,
+            room: Room::None,
+        }
+    }
+
+    /// Takes room for a large frame of `total` bytes from the connection's budget before
+    /// reading it, so that all the large frames a peer has in progress at once stay within
+    /// the budget. Pending while other frames hold the room.
+    fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), Error>> {
+        if total <= SMALL_FRAME {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match &mut self.room {
+                Room::Held(_) => return Poll::Ready(Ok(())),
+                Room::Waiting(wait) => match ready!(wait.as_mut().poll(cx)) {
+                    Ok(permit) => self.room = Room::Held(permit),
+                    Err(_) => return Poll::Ready(Err(Error::Closed)),
+                },
+                Room::None => {
+                    // `total` is at most the message limit, which fits in u32 and is no
+                    // larger than the budget (both checked when the node is configured).
+                    let n = u32::try_from(total).unwrap_or(u32::MAX);
+                    let budget = Arc::clone(&self.budget);
+                    self.room = Room::Waiting(Box::pin(budget.acquire_many_owned(n)));
+                }
+            }
         }
     }
 
@@ -260,7 +320,11 @@ impl FrameReader {
                     return Poll::Ready(Err(self.fail(err)));
                 }
                 wanted = FRAME_HEAD + payload;
+                if self.buf.len() < wanted {
+                    ready!(self.poll_room(cx, wanted))?;
+                }
                 if self.buf.len() >= wanted {
+                    self.room = Room::None;
                     let mut frame = self.buf.split_to(wanted);
                     let tag = frame[4];
                     frame.advance(FRAME_HEAD);

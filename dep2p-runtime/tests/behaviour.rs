@@ -399,3 +399,19 @@ async fn shutdown_delivers_answers_of_calls_that_finish_in_the_grace_period() {
         assert_eq!(in_flight.await.unwrap().unwrap(), 20);
     }
 }
+
+#[tokio::test]
+async fn large_messages_share_a_small_connection_buffer() {
+    // Each 150 KiB request needs most of the 256 KiB the connection may buffer: they are
+    // read one or two at a time, and all complete.
+    let probe = probe();
+    let builder = Node::builder()
+        .max_message_size(200 * 1024)
+        .connection_buffer(256 * 1024);
+    let (_server, _client, conn) = pair_with(builder, &probe).await;
+    let big = "y".repeat(150 * 1024);
+    let calls = (0..20).map(|_| echo(&conn, &big).into_future());
+    for result in futures::future::join_all(calls).await {
+        assert_eq!(result.unwrap().len(), big.len());
+    }
+}

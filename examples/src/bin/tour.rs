@@ -16,7 +16,7 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use dep2p_runtime::{service, CallContext, Error, Node, Receiver, Sender};
+use dep2p_runtime::{service, CallContext, Error, Node, NodeId, Receiver, Sender};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -52,8 +52,8 @@ impl From<Error> for TourError {
 /// What a handler learnt about its caller from the call's context.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Caller {
-    /// The caller's node id, printed.
-    pub node: String,
+    /// The caller's node id, as the server verified it.
+    pub node: NodeId,
     pub user: Option<String>,
     pub time_left: Option<Duration>,
 }
@@ -136,7 +136,7 @@ impl Tour for Guide {
         // Set by the runtime for the task that serves the call.
         let ctx = CallContext::current().expect("inside a handler");
         Caller {
-            node: ctx.remote_id().to_string(),
+            node: ctx.remote_id(),
             user: ctx.metadata("user").map(str::to_owned),
             time_left: ctx
                 .deadline()
@@ -243,11 +243,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let time_left = caller.time_left.ok_or("the handler saw no deadline")?;
     println!(
         "whoami() [user=ada] -> node {}, user {:?}, {:.1}s left",
-        &caller.node[..10],
+        caller.node.fmt_short(),
         caller.user,
         time_left.as_secs_f64()
     );
-    assert_eq!(caller.node, client.id().to_string());
+    assert_eq!(caller.node, client.id());
     assert_eq!(caller.user.as_deref(), Some("ada"));
     assert!(time_left <= Duration::from_secs(5));
 

@@ -95,34 +95,38 @@ impl<K, A: Serialize> Call<K, A> {
         wire::encode_call(&header, &self.args, self.conn.config().max_message_size)
     }
 
+    /// When the call must be over: its own timeout or `default`, from now.
+    fn deadline(&self, default: Option<Duration>) -> Option<Instant> {
+        self.timeout.or(default).map(|t| Instant::now() + t)
+    }
+
     /// Opens the call's stream and writes its CALL frame, within the deadline.
-    async fn start(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
+    async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
+        let deadline = self.deadline(default_timeout);
+        let idle = self.conn.config().idle_stream_timeout;
+        stream::bounded(deadline, idle, self.start(kind, deadline)).await
+    }
+
+    /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
+    async fn start(self, kind: Kind, deadline: Option<Instant>) -> Result<Started, Error> {
         let config = self.conn.config();
         let (max_message, idle) = (config.max_message_size, config.idle_stream_timeout);
-        let deadline = self.timeout.or(default_timeout).map(|t| Instant::now() + t);
         // Encoding first fails an oversized call before it takes a stream.
         let mut frame = self.frame(kind, deadline)?;
-        let conn = self.conn.quic().clone();
+        let conn = self.conn.quic();
         let opening = Instant::now();
-        let (send, recv) = stream::bounded(deadline, idle, async {
-            if kind == Kind::Notify {
-                Ok((conn.open_uni().await?, None))
-            } else {
-                let (send, recv) = conn.open_bi().await?;
-                Ok((send, Some(recv)))
-            }
-        })
-        .await?;
+        let (mut send, recv) = if kind == Kind::Notify {
+            (conn.open_uni().await?, None)
+        } else {
+            let (send, recv) = conn.open_bi().await?;
+            (send, Some(recv))
+        };
         // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
         // header must carry the time actually left.
         if deadline.is_some() && opening.elapsed() > Duration::from_millis(1) {
             frame = self.frame(kind, deadline)?;
         }
-        let mut send = send;
-        stream::bounded(deadline, idle, async {
-            send.write_chunk(frame).await.map_err(Error::from_write)
-        })
-        .await?;
+        send.write_chunk(frame).await.map_err(Error::from_write)?;
         if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
             let _ = send.finish();
         }
@@ -225,12 +229,18 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let default = self.conn.config().request_timeout;
-            let (_send, mut reader, deadline, _, idle) =
-                self.start(Kind::Unary, Some(default)).await?.into_parts()?;
-            let result = stream::bounded(deadline, idle, stream::read_result(&mut reader)).await;
-            reader.try_finish();
-            result
+            let config = self.conn.config();
+            let deadline = self.deadline(Some(config.request_timeout));
+            let idle = config.idle_stream_timeout;
+            // One timer for the whole call.
+            stream::bounded(deadline, idle, async move {
+                let (_send, mut reader, ..) =
+                    self.start(Kind::Unary, deadline).await?.into_parts()?;
+                let result = stream::read_result(&mut reader).await;
+                reader.try_finish();
+                result
+            })
+            .await
         })
     }
 }
@@ -245,7 +255,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let default = self.conn.config().request_timeout;
-            self.start(Kind::Notify, Some(default)).await.map(drop)
+            self.open(Kind::Notify, Some(default)).await.map(drop)
         })
     }
 }
@@ -262,7 +272,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let (_send, reader, deadline, _, idle) =
-                self.start(Kind::ServerStream, None).await?.into_parts()?;
+                self.open(Kind::ServerStream, None).await?.into_parts()?;
             Ok(Receiver::with_response(reader, idle, deadline))
         })
     }
@@ -280,7 +290,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let (send, reader, deadline, max_message, idle) =
-                self.start(Kind::ClientStream, None).await?.into_parts()?;
+                self.open(Kind::ClientStream, None).await?.into_parts()?;
             let sender = Sender::caller(send, max_message, idle, deadline);
             let response = Response::from_reader(reader, idle, deadline);
             Ok((sender, response))
@@ -301,7 +311,7 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let (send, reader, deadline, max_message, idle) =
-                self.start(Kind::Bidi, None).await?.into_parts()?;
+                self.open(Kind::Bidi, None).await?.into_parts()?;
             let sender = Sender::caller(send, max_message, idle, deadline);
             let (receiver, response) = Receiver::with_response(reader, idle, deadline);
             Ok((sender, receiver, response))

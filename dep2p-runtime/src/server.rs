@@ -431,12 +431,18 @@ async fn respond<R, Fut>(
         reader.try_finish();
     }
     // Completes when the caller stops reading the response: it dropped the call.
-    let mut caller_gone: Pin<Box<dyn Future<Output = ()> + Send>> =
-        match (&send, call.stopped.take()) {
-            (Some(send), _) => Box::pin(send.stopped().map(|_| ())),
-            (None, Some(stopped)) => stopped,
-            (None, None) => Box::pin(std::future::pending()),
-        };
+    let stopped = send.as_ref().map(quinn::SendStream::stopped);
+    let handed_over = call.stopped.take();
+    let caller_gone = async move {
+        match (stopped, handed_over) {
+            (Some(stopped), _) => {
+                let _ = stopped.await;
+            }
+            (None, Some(stopped)) => stopped.await,
+            (None, None) => std::future::pending().await,
+        }
+    };
+    let mut caller_gone = std::pin::pin!(caller_gone);
     let run = CONTEXT.scope(context, guarded(move || fut));
     let outcome = tokio::select! {
         outcome = with_deadline(deadline, run) => outcome,

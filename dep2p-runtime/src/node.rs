@@ -74,6 +74,9 @@ struct NodeInner {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     key: SecretKey,
+    /// The node's certificate and key in rustls' form, made once.
+    certificate: rustls::pki_types::CertificateDer<'static>,
+    private: rustls::pki_types::PrivateKeyDer<'static>,
     transports: Transports,
     shared: Arc<Shared>,
 }
@@ -155,7 +158,7 @@ impl Node {
             return Err(Error::Closed);
         }
         let verifier = Arc::new(ExpectedPeer::new(id));
-        let (cert, key) = inner.key.certificate()?;
+        let (cert, key) = (inner.certificate.clone(), inner.private.clone_key());
         let mut crypto = rustls::ClientConfig::builder_with_provider(identity::crypto_provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Config(e.to_string()))?
@@ -354,7 +357,7 @@ impl NodeBuilder {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| Error::Config(e.to_string()))?
             .with_client_cert_verifier(Arc::new(AnyPeer::new()))
-            .with_single_cert(vec![cert], private)
+            .with_single_cert(vec![cert.clone()], private.clone_key())
             .map_err(|e| Error::InvalidKey(e.to_string()))?;
         crypto.alpn_protocols = vec![wire::ALPN.to_vec()];
         let crypto =
@@ -397,6 +400,8 @@ impl NodeBuilder {
                 endpoint,
                 local_addr,
                 key,
+                certificate: cert,
+                private,
                 transports,
                 shared,
             }),

@@ -166,8 +166,8 @@ async fn serve_stream(
         ));
         return refuse(reader, send, err).await;
     };
-    let Some(service) = conn.shared.service(&header.service) else {
-        let err = Error::UnknownService(header.service.into_owned());
+    let Some(service) = conn.shared.service(header.service.as_str()) else {
+        let err = Error::UnknownService(header.service.as_str().to_string());
         return refuse(reader, send, err).await;
     };
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit);

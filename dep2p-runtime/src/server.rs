@@ -18,7 +18,7 @@ use crate::connection::Connection;
 use crate::error::Error;
 use crate::identity::NodeId;
 use crate::stream::{Receiver, Sender};
-use crate::wire::{self, CallHeader, FrameReader, Kind, StatusCode, TAG_RESULT};
+use crate::wire::{self, FrameReader, IncomingHeader, Kind, StatusCode, Text, TAG_RESULT};
 
 /// The future that serves one call.
 pub type CallFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -51,8 +51,8 @@ pub struct CallContext {
 
 struct ContextInner {
     connection: Connection,
-    service: String,
-    method: String,
+    service: Text,
+    method: Text,
     deadline: Option<Instant>,
     metadata: Vec<(String, String)>,
 }
@@ -61,8 +61,8 @@ impl fmt::Debug for CallContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallContext")
             .field("remote_id", &self.remote_id())
-            .field("service", &self.inner.service)
-            .field("method", &self.inner.method)
+            .field("service", &self.service())
+            .field("method", &self.method())
             .field("deadline", &self.inner.deadline)
             .field("metadata", &self.inner.metadata)
             .finish()
@@ -87,12 +87,12 @@ impl CallContext {
 
     /// The service name the caller used.
     pub fn service(&self) -> &str {
-        &self.inner.service
+        self.inner.service.as_str()
     }
 
     /// The method name the caller used.
     pub fn method(&self) -> &str {
-        &self.inner.method
+        self.inner.method.as_str()
     }
 
     /// When the caller stops waiting, if it set a deadline. The handler is stopped then.
@@ -143,7 +143,7 @@ impl fmt::Debug for IncomingCall {
 impl IncomingCall {
     pub(crate) fn new(
         connection: Connection,
-        header: CallHeader<'static>,
+        header: IncomingHeader,
         args: Bytes,
         reader: FrameReader,
         send: Option<quinn::SendStream>,
@@ -156,8 +156,8 @@ impl IncomingCall {
             context: CallContext {
                 inner: Arc::new(ContextInner {
                     connection,
-                    service: header.service.into_owned(),
-                    method: header.method.into_owned(),
+                    service: header.service,
+                    method: header.method,
                     deadline,
                     metadata: header.metadata,
                 }),

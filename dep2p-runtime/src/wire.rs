@@ -106,7 +106,9 @@ impl StatusCode {
 /// The first thing on every call stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CallHeader<'a> {
+    #[serde(borrow)]
     pub(crate) service: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
     pub(crate) method: std::borrow::Cow<'a, str>,
     pub(crate) kind: Kind,
     /// Time the caller still allows, in microseconds; `None` for no deadline.
@@ -196,19 +198,45 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T
     }
 }
 
+/// A received call header. The names stay in the frame they arrived in.
+#[derive(Debug)]
+pub(crate) struct IncomingHeader {
+    pub(crate) service: Text,
+    pub(crate) method: Text,
+    pub(crate) kind: Kind,
+    pub(crate) timeout_us: Option<u64>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// UTF-8 text kept in a received frame.
+#[derive(Debug, Clone)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    pub(crate) fn as_str(&self) -> &str {
+        // Checked to be UTF-8 when the frame was decoded.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// Decodes the CALL frame payload into the header and the undecoded arguments.
-pub(crate) fn decode_call(payload: &Bytes) -> Result<(CallHeader<'static>, Bytes), Error> {
+pub(crate) fn decode_call(payload: &Bytes) -> Result<(IncomingHeader, Bytes), Error> {
     let (header, rest): (CallHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)
         .map_err(|e| Error::Protocol(format!("undecodable call header: {e}")))?;
-    let header = CallHeader {
-        service: header.service.into_owned().into(),
-        method: header.method.into_owned().into(),
+    // Borrowed from `payload` when the encoding allows it, which postcard's does.
+    let text = |s: &std::borrow::Cow<'_, str>| match s {
+        std::borrow::Cow::Borrowed(s) => Text(payload.slice_ref(s.as_bytes())),
+        std::borrow::Cow::Owned(s) => Text(Bytes::copy_from_slice(s.as_bytes())),
+    };
+    let incoming = IncomingHeader {
+        service: text(&header.service),
+        method: text(&header.method),
         kind: header.kind,
         timeout_us: header.timeout_us,
         metadata: header.metadata,
     };
     let offset = payload.len() - rest.len();
-    Ok((header, payload.slice(offset..)))
+    Ok((incoming, payload.slice(offset..)))
 }
 
 /// Decodes a STATUS frame payload into the error it reports.

@@ -40,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) idle_connection_timeout: Duration,
     /// Interval of keep-alive packets that keep an idle connection open. Default: 10 s.
     pub(crate) keep_alive_interval: Duration,
+    /// Whether connections to peers on this machine use large datagrams. Default: true.
+    pub(crate) fast_loopback: bool,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             connection_window: 16 * 1024 * 1024,
             idle_connection_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
+            fast_loopback: true,
         }
     }
 }
@@ -85,7 +88,10 @@ impl Config {
     /// The QUIC transport settings of a connection; `loopback` for a peer on this machine.
     ///
     /// Every connection keeps quinn's safe start (1,200-byte datagrams) and MTU discovery, which
-    /// probes upward and backs off on loss. A loopback connection, where the path is known,
+    /// probes upward to quinn's Ethernet-sized bound (1,452 bytes) and backs off on loss. With
+    /// segmentation offload on, as it is there, discovery must not go much higher: a batch of
+    /// large datagrams exceeds what one `sendmsg` may carry, is dropped, and black-hole
+    /// detection then pins the connection to 1,200 bytes. A loopback connection, where the path is known,
     /// starts with datagrams close to the 64 KiB UDP maximum: about 45 times fewer packets to
     /// encrypt and acknowledge for bulk data. That needs two companions: segmentation offload
     /// off (a batch of ten such datagrams exceeds what one `sendmsg` may carry), and an initial
@@ -108,16 +114,16 @@ impl Config {
             .stream_receive_window(self.stream_window.into())
             .receive_window(self.connection_window.into())
             .send_window(u64::from(self.connection_window));
-        let mut discovery = quinn::MtuDiscoveryConfig::default();
-        discovery.upper_bound(MAX_UDP_PAYLOAD);
-        if loopback {
+        if loopback && self.fast_loopback {
+            let mut discovery = quinn::MtuDiscoveryConfig::default();
+            discovery.upper_bound(MAX_UDP_PAYLOAD);
             t.initial_mtu(LOOPBACK_MTU)
+                .mtu_discovery_config(Some(discovery))
                 .enable_segmentation_offload(false);
             let mut cubic = quinn::congestion::CubicConfig::default();
             cubic.initial_window(10 * u64::from(LOOPBACK_MTU));
             t.congestion_controller_factory(std::sync::Arc::new(cubic));
         }
-        t.mtu_discovery_config(Some(discovery));
         Ok(t)
     }
 }

@@ -336,6 +336,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether connections to peers on this machine (loopback addresses) start with datagrams
+    /// of nearly 64 KiB instead of 1,200 bytes. On loopback that carries bulk data two to
+    /// four times faster for a fraction of the CPU, and costs about 150 KiB more memory per
+    /// such connection (buffers sized for the datagrams). Connections to other addresses
+    /// always start small and discover the path's MTU. Default: true.
+    pub fn fast_loopback(mut self, enabled: bool) -> Self {
+        self.config.fast_loopback = enabled;
+        self
+    }
+
     /// Binds the node to `addr` (port 0 picks a free port) and starts accepting connections.
     /// Must be called within a tokio runtime.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Node, Error> {

@@ -94,6 +94,10 @@ impl Connection {
         self.shared.config()
     }
 
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
@@ -137,45 +141,50 @@ async fn serve_stream(
         Ok(Ok(Some((TAG_CALL, payload)))) => payload,
         Ok(Ok(Some((tag, _)))) => {
             let err = Error::Protocol(format!("expected a call header, got frame tag {tag:#04x}"));
-            return refuse(reader, send, err).await;
+            return refuse(&conn, reader, send, err).await;
         }
         // The peer opened a stream and finished it without a call: nothing to answer.
-        Ok(Ok(None)) => return refuse(reader, send, Error::Protocol("empty stream".into())).await,
-        Ok(Err(err)) => return refuse(reader, send, err).await,
+        Ok(Ok(None)) => return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await,
+        Ok(Err(err)) => return refuse(&conn, reader, send, err).await,
         Err(_) => {
             let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));
-            return refuse(reader, send, err).await;
+            return refuse(&conn, reader, send, err).await;
         }
     };
     let (header, args) = match wire::decode_call(&payload) {
         Ok(call) => call,
-        Err(err) => return refuse(reader, send, err).await,
+        Err(err) => return refuse(&conn, reader, send, err).await,
     };
     if send.is_none() != (header.kind == Kind::Notify) {
         let err =
             Error::Protocol("notifications, and only they, use unidirectional streams".into());
-        return refuse(reader, send, err).await;
+        return refuse(&conn, reader, send, err).await;
     }
     if conn.shared.is_shutting_down() {
-        return refuse(reader, send, Error::ShuttingDown).await;
+        return refuse(&conn, reader, send, Error::ShuttingDown).await;
     }
     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
         let err = Error::Overloaded(format!(
             "more than {} calls in flight on this connection",
             config.max_concurrent_calls
         ));
-        return refuse(reader, send, err).await;
+        return refuse(&conn, reader, send, err).await;
     };
     let Some(service) = conn.shared.service(header.service.as_str()) else {
         let err = Error::UnknownService(header.service.as_str().to_string());
-        return refuse(reader, send, err).await;
+        return refuse(&conn, reader, send, err).await;
     };
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit);
     service.call(call).await;
 }
 
 /// Answers a stream that will not be served, telling the peer to stop sending on it.
-async fn refuse(mut reader: FrameReader, send: Option<quinn::SendStream>, err: Error) {
+async fn refuse(
+    conn: &Connection,
+    mut reader: FrameReader,
+    send: Option<quinn::SendStream>,
+    err: Error,
+) {
     tracing::debug!(%err, "call refused");
     let code = match err {
         Error::ShuttingDown => wire::STREAM_REFUSED,
@@ -184,5 +193,5 @@ async fn refuse(mut reader: FrameReader, send: Option<quinn::SendStream>, err: E
     };
     reader.try_finish();
     reader.stop(code);
-    reject(send, &err).await;
+    reject(conn, send, &err).await;
 }

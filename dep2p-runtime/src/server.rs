@@ -213,7 +213,7 @@ impl IncomingCall {
                     let send = self.send.take();
                     respond(self, send, None, async move { handler(args).await }).await
                 }
-                Err(err) => reject(self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
             }
         })
     }
@@ -263,7 +263,7 @@ impl IncomingCall {
                     let (out, back) = self.handler_sender::<T>();
                     respond(self, None, back, async move { handler(args, out).await }).await
                 }
-                Err(err) => reject(self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
             }
         })
     }
@@ -290,7 +290,7 @@ impl IncomingCall {
                     )
                     .await
                 }
-                Err(err) => reject(self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
             }
         })
     }
@@ -314,7 +314,7 @@ impl IncomingCall {
                     let fut = async move { handler(args, incoming, out).await };
                     respond(self, None, back, fut).await
                 }
-                Err(err) => reject(self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
             }
         })
     }
@@ -327,7 +327,8 @@ impl IncomingCall {
             self.context.method()
         ));
         let send = self.send.take();
-        Box::pin(async move { reject(send, &err).await })
+        let conn = self.context.connection().clone();
+        Box::pin(async move { reject(&conn, send, &err).await })
     }
 
     /// The handler's [`Sender`], and where the stream comes back when it is dropped.
@@ -391,21 +392,25 @@ fn panic_message(panic: &Panic) -> String {
     }
 }
 
-/// Writes a call's last frame and finishes the stream, then waits until the peer has
-/// received all of it (or stopped reading, or the connection is gone). The wait keeps the
-/// call counted as in flight, so a graceful shutdown does not close the connection under an
-/// answer still on its way.
-async fn end_stream(mut send: quinn::SendStream, frame: Bytes) {
-    if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() {
+/// Writes a call's last frame and finishes the stream. While the node shuts down, it then
+/// waits until the peer has received all of it (or stopped reading, or the connection is
+/// gone): the wait keeps the call counted as in flight, so the shutdown does not close the
+/// connection under an answer still on its way. (Otherwise the wait would cost every call a
+/// wakeup when the acknowledgement arrives.)
+async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
+    if send.write_chunk(frame).await.is_ok()
+        && send.finish().is_ok()
+        && conn.is_shutting_down()
+    {
         let _ = send.stopped().await;
     }
 }
 
 /// Answers a call that will not be served with the status for `err`.
-pub(crate) async fn reject(send: Option<quinn::SendStream>, err: &Error) {
+pub(crate) async fn reject(conn: &Connection, send: Option<quinn::SendStream>, err: &Error) {
     let Some(send) = send else { return };
     let frame = wire::encode_status(err.status_code(), &err.status_message());
-    end_stream(send, frame).await;
+    end_stream(conn, send, frame).await;
 }
 
 /// Runs a handler to completion under the call's deadline, watching for the caller going
@@ -478,7 +483,8 @@ async fn respond<R, Fut>(
         },
         (None, None) => None,
     };
+    let conn = call.context.connection().clone();
     drop(call);
     let Some(send) = send else { return };
-    end_stream(send, frame).await;
+    end_stream(&conn, send, frame).await;
 }

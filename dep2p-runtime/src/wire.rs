@@ -123,25 +123,27 @@ pub(crate) struct Status {
     pub(crate) message: String,
 }
 
-/// Starts a frame in `buf`: reserves the length and writes the tag.
-fn begin(tag: u8, capacity: usize) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(capacity.max(64));
-    buf.extend_from_slice(&[0, 0, 0, 0, tag]);
-    buf
-}
-
-/// Completes a frame begun with [`begin`], checking the payload size.
-fn end(mut buf: Vec<u8>, max_message: usize) -> Result<Bytes, Error> {
-    let payload = buf.len() - FRAME_HEAD;
+/// Starts a frame of `payload` bytes: room for all of it, the length (patched by [`end`])
+/// and the tag. Fails before allocating if the payload exceeds the limit.
+fn begin(tag: u8, payload: usize, max_message: usize) -> Result<Vec<u8>, Error> {
     if payload > max_message {
         return Err(Error::MessageTooLarge(format!(
             "{payload} bytes to send, the limit is {max_message}"
         )));
     }
-    // `payload + 1` fits in u32: `max_message` is validated to be below 2^32 - 1.
-    let len = (payload + 1) as u32;
+    let mut buf = Vec::with_capacity(FRAME_HEAD + payload);
+    buf.extend_from_slice(&[0, 0, 0, 0, tag]);
+    Ok(buf)
+}
+
+/// Completes a frame begun with [`begin`].
+fn end(mut buf: Vec<u8>) -> Bytes {
+    // The payload fits in u32: `begin` checked it against the limit, which the node's
+    // configuration keeps below 2^32 - 1.
+    let len = (buf.len() - FRAME_HEAD + 1) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Bytes::from(buf))
+    // Sized exactly, so the conversion takes the vector as it is.
+    Bytes::from(buf)
 }
 
 fn encode_err(err: postcard::Error) -> Error {
@@ -154,8 +156,9 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     value: &T,
     max_message: usize,
 ) -> Result<Bytes, Error> {
-    let buf = postcard::to_extend(value, begin(tag, 0)).map_err(encode_err)?;
-    end(buf, max_message)
+    let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
+    let buf = postcard::to_extend(value, begin(tag, size, max_message)?).map_err(encode_err)?;
+    Ok(end(buf))
 }
 
 /// Encodes the CALL frame: the header immediately followed by the arguments.
@@ -164,9 +167,12 @@ pub(crate) fn encode_call<A: Serialize>(
     args: &A,
     max_message: usize,
 ) -> Result<Bytes, Error> {
-    let buf = postcard::to_extend(header, begin(TAG_CALL, 0)).map_err(encode_err)?;
+    let size = postcard::experimental::serialized_size(header).map_err(encode_err)?
+        + postcard::experimental::serialized_size(args).map_err(encode_err)?;
+    let buf = postcard::to_extend(header, begin(TAG_CALL, size, max_message)?)
+        .map_err(encode_err)?;
     let buf = postcard::to_extend(args, buf).map_err(encode_err)?;
-    end(buf, max_message)
+    Ok(end(buf))
 }
 
 /// Encodes a STATUS frame. Never fails: the message is cut to fit.

@@ -144,7 +144,9 @@ async fn serve_stream(
             return refuse(&conn, reader, send, err).await;
         }
         // The peer opened a stream and finished it without a call: nothing to answer.
-        Ok(Ok(None)) => return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await,
+        Ok(Ok(None)) => {
+            return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await
+        }
         Ok(Err(err)) => return refuse(&conn, reader, send, err).await,
         Err(_) => {
             let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));

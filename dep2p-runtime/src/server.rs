@@ -398,10 +398,7 @@ fn panic_message(panic: &Panic) -> String {
 /// connection under an answer still on its way. (Otherwise the wait would cost every call a
 /// wakeup when the acknowledgement arrives.)
 async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
-    if send.write_chunk(frame).await.is_ok()
-        && send.finish().is_ok()
-        && conn.is_shutting_down()
-    {
+    if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() && conn.is_shutting_down() {
         let _ = send.stopped().await;
     }
 }

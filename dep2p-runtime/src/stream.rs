@@ -278,11 +278,21 @@ impl Writer {
                 Some(buf) => buf.freeze(),
                 None => first,
             };
-            let stream = &mut self.stream;
-            let written = bounded(self.deadline, self.idle, async {
-                stream.write_chunk(chunk).await.map_err(Error::from_write)
-            })
-            .await;
+            let written = {
+                let write = self.stream.write_chunk(chunk);
+                let mut write = std::pin::pin!(write);
+                // Most writes complete at once; a timer is armed only for one that waits.
+                let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+                match first {
+                    Poll::Ready(done) => done.map_err(Error::from_write),
+                    Poll::Pending => {
+                        bounded(self.deadline, self.idle, async {
+                            write.await.map_err(Error::from_write)
+                        })
+                        .await
+                    }
+                }
+            };
             if let Err(err) = written {
                 self.outbound.fail(err);
                 let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
@@ -445,8 +455,12 @@ pub struct Receiver<T> {
     inbound: Option<Arc<Inbound>>,
     idle: Duration,
     deadline: Option<Instant>,
+    /// Ends a stalled stream: armed at the first wait, moved on only when it fires early.
     timer: Option<Pin<Box<Sleep>>>,
-    timer_armed: bool,
+    /// When the receiver started waiting for the next message.
+    last_progress: Instant,
+    /// Whether it is waiting now (no message since `last_progress`).
+    waiting: bool,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -491,7 +505,8 @@ impl<T> Receiver<T> {
             idle,
             deadline,
             timer: None,
-            timer_armed: false,
+            last_progress: Instant::now(),
+            waiting: false,
             _item: PhantomData,
         }
     }
@@ -503,37 +518,36 @@ impl<T> Receiver<T> {
             idle: Duration::ZERO,
             deadline: None,
             timer: None,
-            timer_armed: false,
+            last_progress: Instant::now(),
+            waiting: false,
             _item: PhantomData,
         }
     }
 
-    /// Polls the timer that ends a stalled read: the deadline or the idle timeout, whichever
-    /// comes first. Armed when a read first waits, re-armed after each message.
+    /// Polls the timer that ends a stalled read: the deadline, or the idle timeout counted
+    /// from when the receiver started waiting, whichever comes first. The timer is not reset for every
+    /// message; when it fires early it moves to the new due time.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
-        if !self.timer_armed {
-            self.timer_armed = true;
-            let idle_at = Instant::now() + self.idle;
-            let at = match self.deadline {
+        loop {
+            let idle_at = self.last_progress + self.idle;
+            let due = match self.deadline {
                 Some(deadline) if deadline <= idle_at => deadline,
                 _ => idle_at,
             };
-            match &mut self.timer {
-                Some(timer) => timer.as_mut().reset(at),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
+            if Instant::now() >= due {
+                return Poll::Ready(match self.deadline {
+                    Some(deadline) if deadline <= Instant::now() => Error::Timeout,
+                    _ => Error::IdleTimeout,
+                });
+            }
+            timer.as_mut().reset(due);
         }
-        let fired = match &mut self.timer {
-            Some(timer) => timer.as_mut().poll(cx).is_ready(),
-            None => false,
-        };
-        if !fired {
-            return Poll::Pending;
-        }
-        Poll::Ready(match self.deadline {
-            Some(deadline) if deadline <= Instant::now() => Error::Timeout,
-            _ => Error::IdleTimeout,
-        })
     }
 }
 
@@ -552,7 +566,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
         let polled = state.poll_item(&mut both);
         let yielded = match polled {
             Poll::Ready(Some(payload)) => {
-                this.timer_armed = false;
+                this.waiting = false;
                 match wire::decode(&payload) {
                     Ok(item) => {
                         drop(state);
@@ -572,6 +586,10 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
             },
             Poll::Pending => {
                 drop(state);
+                if !this.waiting {
+                    this.waiting = true;
+                    this.last_progress = Instant::now();
+                }
                 match this.poll_timer(cx) {
                     Poll::Ready(err) => {
                         inbound.lock().finish(Err(err.clone()));

@@ -169,8 +169,8 @@ pub(crate) fn encode_call<A: Serialize>(
 ) -> Result<Bytes, Error> {
     let size = postcard::experimental::serialized_size(header).map_err(encode_err)?
         + postcard::experimental::serialized_size(args).map_err(encode_err)?;
-    let buf = postcard::to_extend(header, begin(TAG_CALL, size, max_message)?)
-        .map_err(encode_err)?;
+    let buf =
+        postcard::to_extend(header, begin(TAG_CALL, size, max_message)?).map_err(encode_err)?;
     let buf = postcard::to_extend(args, buf).map_err(encode_err)?;
     Ok(end(buf))
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -446,10 +447,17 @@ async fn respond<R, Fut>(
     };
     let mut caller_gone = std::pin::pin!(caller_gone);
     let run = CONTEXT.scope(context, guarded(move || fut));
-    let outcome = tokio::select! {
-        outcome = with_deadline(deadline, run) => outcome,
-        // Dropping `run` cancels the handler.
-        () = &mut caller_gone => return,
+    let mut run = std::pin::pin!(run);
+    // A handler that completes at once needs neither a deadline timer nor a watch on the
+    // caller; only one that waits is raced against both.
+    let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+    let outcome = match first {
+        Poll::Ready(outcome) => Ok(outcome),
+        Poll::Pending => tokio::select! {
+            outcome = with_deadline(deadline, run.as_mut()) => outcome,
+            // Returning drops `run`, which cancels the handler.
+            () = &mut caller_gone => return,
+        },
     };
     let frame = match &outcome {
         Ok(Ok(value)) => wire::encode(TAG_RESULT, value, max).unwrap_or_else(|err| {

@@ -5,7 +5,6 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -47,10 +46,6 @@ tokio::task_local! {
 /// own task; a task the handler spawns does not inherit it, so pass a clone along.
 #[derive(Clone)]
 pub struct CallContext {
-    inner: Arc<ContextInner>,
-}
-
-struct ContextInner {
     connection: Connection,
     service: Text,
     method: Text,
@@ -64,8 +59,8 @@ impl fmt::Debug for CallContext {
             .field("remote_id", &self.remote_id())
             .field("service", &self.service())
             .field("method", &self.method())
-            .field("deadline", &self.inner.deadline)
-            .field("metadata", &self.inner.metadata)
+            .field("deadline", &self.deadline)
+            .field("metadata", &self.metadata)
             .finish()
     }
 }
@@ -78,33 +73,32 @@ impl CallContext {
 
     /// The verified node id of the caller.
     pub fn remote_id(&self) -> NodeId {
-        self.inner.connection.remote_id()
+        self.connection.remote_id()
     }
 
     /// The connection the call arrived on. Build a client from it to call the caller back.
     pub fn connection(&self) -> &Connection {
-        &self.inner.connection
+        &self.connection
     }
 
     /// The service name the caller used.
     pub fn service(&self) -> &str {
-        self.inner.service.as_str()
+        self.service.as_str()
     }
 
     /// The method name the caller used.
     pub fn method(&self) -> &str {
-        self.inner.method.as_str()
+        self.method.as_str()
     }
 
     /// When the caller stops waiting, if it set a deadline. The handler is stopped then.
     pub fn deadline(&self) -> Option<Instant> {
-        self.inner.deadline
+        self.deadline
     }
 
     /// The value of a metadata entry the caller attached.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.inner
-            .metadata
+        self.metadata
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
@@ -112,10 +106,7 @@ impl CallContext {
 
     /// All metadata entries, in the order the caller attached them.
     pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.inner
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -155,13 +146,11 @@ impl IncomingCall {
             .map(|us| Instant::now() + std::time::Duration::from_micros(us));
         IncomingCall {
             context: CallContext {
-                inner: Arc::new(ContextInner {
-                    connection,
-                    service: header.service,
-                    method: header.method,
-                    deadline,
-                    metadata: header.metadata,
-                }),
+                connection,
+                service: header.service,
+                method: header.method,
+                deadline,
+                metadata: header.metadata,
             },
             kind: header.kind,
             args,

@@ -45,44 +45,92 @@ enum SenderEnd {
 }
 
 /// Bytes a [`Sender`] may have queued ahead of its writer: beyond the QUIC windows, the most
-/// memory a stream's sending side holds.
+/// memory a stream's sending side holds (plus one message).
 const QUEUE_BUDGET: usize = 256 * 1024;
 
-/// Frames queued together are written as one buffer of up to this many bytes: one write per
-/// small message costs quinn far more than one per batch.
-const BATCH: usize = 64 * 1024;
-
-/// The room a frame takes in a sender's queue. A frame larger than the whole budget waits
-/// for an empty queue.
-fn queue_cost(frame: &Bytes) -> u32 {
-    // QUEUE_BUDGET fits in u32.
-    frame.len().min(QUEUE_BUDGET) as u32
-}
-
-enum Command {
-    Frame(Bytes),
-    Finish,
-}
-
-/// What a sender and its writer share.
+/// The queue between a [`Sender`] and its stream's writer: encoded frames, back to back.
+/// The sender encodes each message straight into it; the writer takes everything queued as
+/// one buffer and writes it at once.
 struct Outbound {
-    /// Bytes queued and not yet written: the sender waits for room.
-    room: tokio::sync::Semaphore,
+    state: Mutex<Queue>,
+    /// Wakes the writer when the queue stops being empty or the sender is done.
+    to_writer: tokio::sync::Notify,
+    /// Wakes the sender when the writer has taken the queue.
+    to_sender: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: bytes::BytesMut,
+    /// The sender is gone: `finished` says whether cleanly.
+    closed: bool,
+    finished: bool,
     /// Why the stream can take no more, once it can't.
-    error: Mutex<Option<Error>>,
+    error: Option<Error>,
 }
 
 impl Outbound {
-    fn error(&self) -> Error {
-        let error = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        error.clone().unwrap_or(Error::Cancelled)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn fail(&self, err: Error) {
-        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        error.get_or_insert(err);
-        self.room.close();
+        self.lock().error.get_or_insert(err);
+        self.to_sender.notify_one();
     }
+
+    /// Encodes `item` onto the queue unless the queue is full (`Ok(false)`).
+    fn push<T: Serialize>(&self, item: &T, max: usize) -> Result<bool, Error> {
+        let mut queue = self.lock();
+        if let Some(err) = &queue.error {
+            return Err(err.clone());
+        }
+        if queue.frames.len() >= QUEUE_BUDGET {
+            return Ok(false);
+        }
+        let was_empty = queue.frames.is_empty();
+        encode_into(&mut queue.frames, item, max)?;
+        drop(queue);
+        if was_empty {
+            self.to_writer.notify_one();
+        }
+        Ok(true)
+    }
+
+    /// Marks the sender gone and wakes the writer.
+    fn close(&self, finished: bool) {
+        let mut queue = self.lock();
+        queue.closed = true;
+        queue.finished = finished;
+        drop(queue);
+        self.to_writer.notify_one();
+    }
+}
+
+/// Appends one frame holding `value` to `frames`, sized exactly, or leaves `frames` as it was.
+fn encode_into<T: Serialize>(
+    frames: &mut bytes::BytesMut,
+    value: &T,
+    max: usize,
+) -> Result<(), Error> {
+    let size = postcard::experimental::serialized_size(value)
+        .map_err(|e| Error::Decode(format!("could not encode: {e}")))?;
+    if size > max {
+        return Err(Error::MessageTooLarge(format!(
+            "{size} bytes to send, the limit is {max}"
+        )));
+    }
+    let start = frames.len();
+    frames.reserve(wire::FRAME_HEAD + size);
+    // `size + 1` fits in u32: `max` is kept below 2^32 - 1 by the node's configuration.
+    frames.extend_from_slice(&((size + 1) as u32).to_be_bytes());
+    frames.extend_from_slice(&[TAG_ITEM]);
+    frames.resize(start + wire::FRAME_HEAD + size, 0);
+    if let Err(e) = postcard::to_slice(value, &mut frames[start + wire::FRAME_HEAD..]) {
+        frames.truncate(start);
+        return Err(Error::Decode(format!("could not encode: {e}")));
+    }
+    Ok(())
 }
 
 /// The sending end of a stream of `T`s.
@@ -92,13 +140,12 @@ impl Outbound {
 /// [`Error::Cancelled`] rather than a clean end. In a handler, the stream ends when the handler
 /// returns (and its `Sender` is gone), followed by the handler's result.
 ///
-/// Messages are written in order by a task of the stream's own, which gathers what is queued
-/// into few large writes. [`send`](Sender::send) waits while 256 KiB are queued ahead of it
-/// and the receiver's flow-control window is full, so a fast sender never buffers without
-/// bound.
+/// Messages are written in order by a task of the stream's own, which writes everything
+/// queued at once. [`send`](Sender::send) waits while 256 KiB are queued and the writer is
+/// still writing what it took before (at most as much again), which it does as fast as the
+/// receiver's flow-control window allows: a fast sender never buffers without bound.
 pub struct Sender<T> {
-    queue: Option<tokio::sync::mpsc::UnboundedSender<Command>>,
-    outbound: Arc<Outbound>,
+    outbound: Option<Arc<Outbound>>,
     max_message: usize,
     idle: Duration,
     deadline: Option<Instant>,
@@ -108,7 +155,7 @@ pub struct Sender<T> {
 impl<T> fmt::Debug for Sender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sender")
-            .field("open", &self.queue.is_some())
+            .field("open", &self.outbound.is_some())
             .field("deadline", &self.deadline)
             .finish()
     }
@@ -122,24 +169,22 @@ impl<T> Sender<T> {
         idle: Duration,
         deadline: Option<Instant>,
     ) -> Self {
-        let outbound = Arc::new(Outbound {
-            room: tokio::sync::Semaphore::new(QUEUE_BUDGET),
-            error: Mutex::new(None),
-        });
-        let queue = stream.map(|stream| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let outbound = stream.map(|stream| {
+            let outbound = Arc::new(Outbound {
+                state: Mutex::new(Queue::default()),
+                to_writer: tokio::sync::Notify::new(),
+                to_sender: tokio::sync::Notify::new(),
+            });
             let writer = Writer {
                 stream,
-                commands: rx,
                 outbound: Arc::clone(&outbound),
                 idle,
                 deadline,
             };
             tokio::spawn(writer.run(end));
-            tx
+            outbound
         });
         Sender {
-            queue,
             outbound,
             max_message,
             idle,
@@ -185,29 +230,30 @@ impl<T: Serialize> Sender<T> {
     ///
     /// Cancel safe: if the future is dropped before it completes, the message was not queued.
     pub async fn send(&mut self, item: T) -> Result<(), Error> {
-        let frame = wire::encode(TAG_ITEM, &item, self.max_message)?;
-        let Some(queue) = &self.queue else {
-            return Err(self.outbound.error());
-        };
-        let cost = queue_cost(&frame);
-        let room = &self.outbound.room;
-        let permit = match room.try_acquire_many(cost) {
-            Ok(permit) => permit,
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.outbound.error()),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                bounded(self.deadline, self.idle, async {
-                    room.acquire_many(cost)
-                        .await
-                        .map_err(|_| self.outbound.error())
-                })
-                .await?
+        let outbound = self.outbound.as_ref().ok_or(Error::Cancelled)?;
+        let mut waited = false;
+        loop {
+            if outbound.push(&item, self.max_message)? {
+                return Ok(());
             }
-        };
-        // The writer gives the room back once the frame is written.
-        permit.forget();
-        queue
-            .send(Command::Frame(frame))
-            .map_err(|_| self.outbound.error())
+            // The queue is full: wait for the writer to take it. A wake-up may be left over
+            // from an earlier take; the loop checks again.
+            let room = outbound.to_sender.notified();
+            let mut room = std::pin::pin!(room);
+            // Most waits are short: the first wait in a row tries once without a timer.
+            if !waited {
+                waited = true;
+                let ready = std::future::poll_fn(|cx| Poll::Ready(room.as_mut().poll(cx))).await;
+                if ready.is_ready() {
+                    continue;
+                }
+            }
+            bounded(self.deadline, self.idle, async {
+                room.await;
+                Ok(())
+            })
+            .await?;
+        }
     }
 
     /// Ends the stream cleanly: the receiver sees the end after the messages already sent.
@@ -215,27 +261,28 @@ impl<T: Serialize> Sender<T> {
     /// In a handler this only says "no more items"; the call itself ends when the handler
     /// returns.
     pub fn finish(mut self) -> Result<(), Error> {
-        match self.queue.take() {
-            Some(queue) => queue
-                .send(Command::Finish)
-                .map_err(|_| self.outbound.error()),
-            None => Err(self.outbound.error()),
+        let outbound = self.outbound.take().ok_or(Error::Cancelled)?;
+        if let Some(err) = &outbound.lock().error {
+            return Err(err.clone());
         }
+        outbound.close(true);
+        Ok(())
     }
 }
 
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
-        // Closing the queue without `Finish` tells the writer: abort (a caller's stream) or
-        // hand the stream back after what is queued (a handler's).
-        self.queue.take();
+        // Gone without `finish`: the writer aborts a caller's stream, or hands a handler's
+        // back to the runtime after what is queued.
+        if let Some(outbound) = self.outbound.take() {
+            outbound.close(false);
+        }
     }
 }
 
-/// Writes a [`Sender`]'s queued frames, gathering what is ready into one write.
+/// Writes a [`Sender`]'s queued frames, everything queued at once.
 struct Writer {
     stream: quinn::SendStream,
-    commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
     outbound: Arc<Outbound>,
     idle: Duration,
     deadline: Option<Instant>,
@@ -243,69 +290,28 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self, end: SenderEnd) {
-        let mut finish = false;
-        while let Some(command) = self.commands.recv().await {
-            let first = match command {
-                Command::Frame(frame) => frame,
-                Command::Finish => {
-                    finish = true;
-                    break;
-                }
+        let finished = loop {
+            let (chunk, closed, finished) = {
+                let mut queue = self.outbound.lock();
+                (queue.frames.split().freeze(), queue.closed, queue.finished)
             };
-            let mut queued = first.len();
-            let mut cost = queue_cost(&first);
-            let mut batch: Option<bytes::BytesMut> = None;
-            while queued < BATCH {
-                match self.commands.try_recv() {
-                    Ok(Command::Frame(frame)) => {
-                        let buf = batch.get_or_insert_with(|| {
-                            let mut buf = bytes::BytesMut::with_capacity(BATCH.max(queued));
-                            buf.extend_from_slice(&first);
-                            buf
-                        });
-                        queued += frame.len();
-                        cost += queue_cost(&frame);
-                        buf.extend_from_slice(&frame);
-                    }
-                    Ok(Command::Finish) => {
-                        finish = true;
-                        break;
-                    }
-                    Err(_) => break,
+            if chunk.is_empty() {
+                if closed {
+                    break finished;
                 }
+                self.outbound.to_writer.notified().await;
+                continue;
             }
-            let chunk = match batch {
-                Some(buf) => buf.freeze(),
-                None => first,
-            };
-            let written = {
-                let write = self.stream.write_chunk(chunk);
-                let mut write = std::pin::pin!(write);
-                // Most writes complete at once; a timer is armed only for one that waits.
-                let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-                match first {
-                    Poll::Ready(done) => done.map_err(Error::from_write),
-                    Poll::Pending => {
-                        bounded(self.deadline, self.idle, async {
-                            write.await.map_err(Error::from_write)
-                        })
-                        .await
-                    }
-                }
-            };
-            if let Err(err) = written {
+            self.outbound.to_sender.notify_one();
+            if let Err(err) = self.write(chunk).await {
                 self.outbound.fail(err);
                 let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
                 return;
             }
-            self.outbound.room.add_permits(cost as usize);
-            if finish {
-                break;
-            }
-        }
+        };
         self.outbound.fail(Error::Cancelled);
         match end {
-            SenderEnd::Caller if finish => {
+            SenderEnd::Caller if finished => {
                 let _ = self.stream.finish();
             }
             SenderEnd::Caller => {
@@ -315,6 +321,22 @@ impl Writer {
                 if let Err(mut stream) = back.send(self.stream) {
                     let _ = stream.reset(wire::STREAM_CANCELLED.into());
                 }
+            }
+        }
+    }
+
+    async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        let write = self.stream.write_chunk(chunk);
+        let mut write = std::pin::pin!(write);
+        // Most writes complete at once; a timer is armed only for one that waits.
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(done) => done.map_err(Error::from_write),
+            Poll::Pending => {
+                bounded(self.deadline, self.idle, async {
+                    write.await.map_err(Error::from_write)
+                })
+                .await
             }
         }
     }
@@ -683,5 +705,21 @@ impl<R> Future for Response<R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.fut.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Handlers run on any thread: the futures of both stream ends must be `Send`.
+    #[allow(dead_code)]
+    fn stream_futures_are_send(mut tx: Sender<u8>, mut rx: Receiver<u8>, response: Response<u8>) {
+        use futures::StreamExt;
+        is_send(&tx.send(1));
+        is_send(&rx.next());
+        is_send(&response);
     }
 }

@@ -108,22 +108,20 @@ impl Connection {
 /// Accepts the streams the peer opens and serves each as a call, until the connection closes.
 async fn serve(conn: Connection) {
     let limit = Arc::new(Semaphore::new(conn.config().max_concurrent_calls));
-    loop {
-        let (send, recv) = tokio::select! {
-            bi = conn.quic.accept_bi() => match bi {
-                Ok((send, recv)) => (Some(send), recv),
-                Err(_) => break,
-            },
-            uni = conn.quic.accept_uni() => match uni {
-                Ok(recv) => (None, recv),
-                Err(_) => break,
-            },
-        };
-        let call_conn = conn.clone();
-        let limit = Arc::clone(&limit);
-        conn.shared
-            .tracker()
-            .spawn(serve_stream(call_conn, send, recv, limit));
+    // Notifications arrive on unidirectional streams, every other call on a bidirectional
+    // one; each kind has its own accept loop, so neither polls the other's.
+    let uni = tokio::spawn(serve_notifications(conn.clone(), Arc::clone(&limit)));
+    while let Ok((send, recv)) = conn.quic.accept_bi().await {
+        let call = serve_stream(conn.clone(), Some(send), recv, Arc::clone(&limit));
+        conn.shared.tracker().spawn(call);
+    }
+    let _ = uni.await;
+}
+
+async fn serve_notifications(conn: Connection, limit: Arc<Semaphore>) {
+    while let Ok(recv) = conn.quic.accept_uni().await {
+        let call = serve_stream(conn.clone(), None, recv, Arc::clone(&limit));
+        conn.shared.tracker().spawn(call);
     }
 }
 

@@ -365,8 +365,6 @@ impl ArcWake for Wakers {
 
 struct InboundState {
     reader: Option<FrameReader>,
-    /// An item the response side read ahead of the receiver, waiting to be taken.
-    peeked: Option<Bytes>,
     /// How the stream ended: the RESULT payload (empty for a stream without one) or why it
     /// failed. Set once.
     end: Option<Result<Bytes, Error>>,
@@ -375,24 +373,24 @@ struct InboundState {
 }
 
 impl InboundState {
-    /// The next item, or `None` once `end` is set.
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
-        if let Some(item) = self.peeked.take() {
-            return Poll::Ready(Some(item));
-        }
+    /// Waits until an item is at the front of the reader (`true`; it stays there until
+    /// [`take_item`](Self::take_item)) or the stream has ended (`false`, with `end` set).
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         if self.end.is_some() {
-            return Poll::Ready(None);
+            return Poll::Ready(false);
         }
         let Some(reader) = self.reader.as_mut() else {
-            return Poll::Ready(None);
+            return Poll::Ready(false);
         };
-        let end = match ready!(reader.poll_frame(cx)) {
-            Ok(Some((TAG_ITEM, payload))) => return Poll::Ready(Some(payload)),
-            Ok(Some((TAG_RESULT, payload))) if self.expects_result => Ok(payload),
-            Ok(Some((TAG_STATUS, payload))) if self.expects_result => {
-                Err(wire::decode_status(&payload))
+        let end = match ready!(reader.poll_ready(cx)) {
+            Ok(Some(TAG_ITEM)) => return Poll::Ready(true),
+            Ok(Some(TAG_RESULT)) if self.expects_result => {
+                Ok(Bytes::copy_from_slice(reader.payload()))
             }
-            Ok(Some((tag, _))) => Err(Error::Protocol(format!(
+            Ok(Some(TAG_STATUS)) if self.expects_result => {
+                Err(wire::decode_status(reader.payload()))
+            }
+            Ok(Some(tag)) => Err(Error::Protocol(format!(
                 "unexpected frame tag {tag:#04x} in a message stream"
             ))),
             Ok(None) if self.expects_result => Err(Error::Protocol(
@@ -401,8 +399,17 @@ impl InboundState {
             Ok(None) => Ok(Bytes::new()),
             Err(err) => Err(err),
         };
+        reader.consume();
         self.finish(end);
-        Poll::Ready(None)
+        Poll::Ready(false)
+    }
+
+    /// Decodes the item at the front of the reader and moves past it.
+    fn take_item<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
+        let reader = self.reader.as_mut().ok_or(Error::Cancelled)?;
+        let item = wire::decode(reader.payload());
+        reader.consume();
+        item
     }
 
     /// Ends the stream with `end`, unless it has ended already.
@@ -418,7 +425,6 @@ impl InboundState {
             };
             reader.stop(code);
         }
-        self.peeked = None;
         self.end = Some(end);
     }
 }
@@ -428,7 +434,6 @@ impl Inbound {
         Arc::new(Inbound {
             state: Mutex::new(InboundState {
                 reader: Some(reader),
-                peeked: None,
                 end: None,
                 expects_result,
             }),
@@ -451,16 +456,13 @@ impl Inbound {
             if let Some(end) = &state.end {
                 return Poll::Ready(end.clone());
             }
-            if state.peeked.is_some() {
-                return Poll::Pending;
-            }
             match state.poll_item(&mut both) {
-                Poll::Ready(Some(item)) => {
-                    state.peeked = Some(item);
+                // An item is waiting for the receiver: leave it there.
+                Poll::Ready(true) => {
                     self.wakers.receiver.wake();
                     return Poll::Pending;
                 }
-                Poll::Ready(None) => continue,
+                Poll::Ready(false) => continue,
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -587,9 +589,9 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
         let mut state = inbound.lock();
         let polled = state.poll_item(&mut both);
         let yielded = match polled {
-            Poll::Ready(Some(payload)) => {
+            Poll::Ready(true) => {
                 this.waiting = false;
-                match wire::decode(&payload) {
+                match state.take_item() {
                     Ok(item) => {
                         drop(state);
                         // The response side may be waiting for this item to be taken.
@@ -602,7 +604,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
                     }
                 }
             }
-            Poll::Ready(None) => match &state.end {
+            Poll::Ready(false) => match &state.end {
                 Some(Err(err)) => Some(Err(err.clone())),
                 _ => None,
             },
@@ -686,18 +688,21 @@ async fn with_deadline<F: Future<Output = Result<T, Error>>, T>(
     }
 }
 
-/// Reads the RESULT or STATUS frame that ends a call.
+/// Reads the RESULT or STATUS frame that ends a call, decoding it where it lies.
 pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -> Result<R, Error> {
-    match reader.frame().await? {
-        Some((TAG_RESULT, payload)) => wire::decode(&payload),
-        Some((TAG_STATUS, payload)) => Err(wire::decode_status(&payload)),
-        Some((tag, _)) => Err(Error::Protocol(format!(
+    let tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
+    let result = match tag {
+        Some(TAG_RESULT) => wire::decode(reader.payload()),
+        Some(TAG_STATUS) => Err(wire::decode_status(reader.payload())),
+        Some(tag) => Err(Error::Protocol(format!(
             "expected the call's result, got frame tag {tag:#04x}"
         ))),
         None => Err(Error::Protocol(
             "stream ended without the call's result".into(),
         )),
-    }
+    };
+    reader.consume();
+    result
 }
 
 impl<R> Future for Response<R> {

@@ -265,6 +265,8 @@ pub(crate) struct FrameReader {
     budget: Arc<Semaphore>,
     /// Room taken from `budget` for the frame being read, or the wait for it.
     room: Room,
+    /// The length (head included) of the whole frame at the front of `buf`, if there is one.
+    front: Option<usize>,
 }
 
 #[derive(Default)]
@@ -301,6 +303,7 @@ impl FrameReader {
             done: false,
             budget,
             room: Room::None,
+            front: None,
         }
     }
 
@@ -334,6 +337,42 @@ impl FrameReader {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<(u8, Bytes)>, Error>> {
+        let Some(tag) = ready!(self.poll_ready(cx))? else {
+            return Poll::Ready(Ok(None));
+        };
+        let total = FRAME_HEAD + self.payload().len();
+        self.front = None;
+        self.room = Room::None;
+        let mut frame = self.buf.split_to(total);
+        frame.advance(FRAME_HEAD);
+        Poll::Ready(Ok(Some((tag, frame.freeze()))))
+    }
+
+    /// The payload of the whole frame at the front, after [`poll_ready`](Self::poll_ready)
+    /// returned its tag; empty otherwise.
+    pub(crate) fn payload(&self) -> &[u8] {
+        match self.front {
+            Some(total) => &self.buf[FRAME_HEAD..total],
+            None => &[],
+        }
+    }
+
+    /// Drops the frame at the front, once its payload has been used.
+    pub(crate) fn consume(&mut self) {
+        if let Some(total) = self.front.take() {
+            self.buf.advance(total);
+            self.room = Room::None;
+        }
+    }
+
+    /// Waits until a whole frame is at the front of the buffer and returns its tag, or `None`
+    /// when the peer finished the stream at a frame boundary. The frame stays there, readable
+    /// with [`payload`](Self::payload), until [`consume`](Self::consume): decoding from it
+    /// needs no copy and no allocation.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<u8>, Error>> {
+        if self.front.is_some() {
+            return Poll::Ready(Ok(Some(self.buf[4])));
+        }
         loop {
             // The length alone decides whether a frame is acceptable: check it as soon as its
             // four bytes are here, before waiting for (or reserving room for) anything else.
@@ -358,11 +397,8 @@ impl FrameReader {
                     ready!(self.poll_room(cx, wanted))?;
                 }
                 if self.buf.len() >= wanted {
-                    self.room = Room::None;
-                    let mut frame = self.buf.split_to(wanted);
-                    let tag = frame[4];
-                    frame.advance(FRAME_HEAD);
-                    return Poll::Ready(Ok(Some((tag, frame.freeze()))));
+                    self.front = Some(wanted);
+                    return Poll::Ready(Ok(Some(self.buf[4])));
                 }
             }
             if self.done {
@@ -427,6 +463,7 @@ impl FrameReader {
 
     fn fail(&mut self, err: Error) -> Error {
         self.buf.clear();
+        self.front = None;
         let code = match err {
             Error::MessageTooLarge(_) | Error::Protocol(_) => STREAM_PROTOCOL,
             _ => STREAM_CANCELLED,

@@ -421,6 +421,10 @@ async fn respond<R, Fut>(
     // caller a needless STOP_SENDING.
     if let Some(reader) = &mut call.reader {
         reader.try_finish();
+        // Read to its end: its buffer need not wait for the handler.
+        if reader.is_finished() {
+            call.reader = None;
+        }
     }
     // Completes when the caller stops reading the response: it dropped the call.
     let stopped = send.as_ref().map(quinn::SendStream::stopped);

@@ -27,8 +27,11 @@ pub(crate) const FRAME_HEAD: usize = 5;
 
 /// The most a frame reader sets aside ahead of the bytes that have arrived.
 const READ_AHEAD: usize = 64 * 1024;
-/// The least it asks a read to fill.
-const READ_MIN: usize = 4096;
+/// The least it asks a read to fill: small for a stream's first frame (most calls are one
+/// small frame, and its buffer lives as long as the call), larger once a stream has shown it
+/// carries more.
+const FIRST_READ: usize = 512;
+const READ_MIN: usize = 16 * 1024;
 
 /// Stream error codes (RESET_STREAM and STOP_SENDING).
 pub(crate) const STREAM_CANCELLED: u32 = 0x01;
@@ -267,6 +270,8 @@ pub(crate) struct FrameReader {
     room: Room,
     /// The length (head included) of the whole frame at the front of `buf`, if there is one.
     front: Option<usize>,
+    /// The least room a read is given.
+    read_min: usize,
 }
 
 #[derive(Default)]
@@ -304,6 +309,7 @@ impl FrameReader {
             budget,
             room: Room::None,
             front: None,
+            read_min: FIRST_READ,
         }
     }
 
@@ -398,6 +404,7 @@ impl FrameReader {
                 }
                 if self.buf.len() >= wanted {
                     self.front = Some(wanted);
+                    self.read_min = READ_MIN;
                     return Poll::Ready(Ok(Some(self.buf[4])));
                 }
             }
@@ -414,7 +421,7 @@ impl FrameReader {
             let spare = self.buf.capacity() - self.buf.len();
             if spare < READ_AHEAD.min(wanted - self.buf.len()) {
                 self.buf
-                    .reserve(READ_AHEAD.min(wanted - self.buf.len()).max(READ_MIN));
+                    .reserve(READ_AHEAD.min(wanted - self.buf.len()).max(self.read_min));
             }
             let read = ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.recv),
@@ -451,6 +458,11 @@ impl FrameReader {
         if let Some(Ok(None)) = self.frame().now_or_never() {
             self.done = true;
         }
+    }
+
+    /// Whether the peer's end of the stream has been read.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.done && self.buf.is_empty()
     }
 
     /// Tells the peer to stop sending, with `code`, unless the stream was read to its end.

@@ -21,6 +21,8 @@ pub(crate) struct Config {
     /// they arrive; a stream whose message does not fit waits (and so does its sender).
     /// Default: 64 MiB.
     pub(crate) connection_buffer: usize,
+    /// Accepted connections open at once. Default: 4,096.
+    pub(crate) max_connections: usize,
     /// Calls a connection may have running on this node at once; more are refused with
     /// [`Error::Overloaded`](crate::Error::Overloaded). Default: 1,024.
     pub(crate) max_concurrent_calls: usize,
@@ -51,6 +53,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             connection_buffer: 64 * 1024 * 1024,
+            max_connections: 4096,
             max_concurrent_calls: 1024,
             max_concurrent_streams: 128,
             header_timeout: Duration::from_secs(10),

@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::error::Error;
 use crate::identity::NodeId;
-use crate::node::Shared;
+use crate::node::{AcceptedSlot, Shared};
 use crate::server::{reject, IncomingCall};
 use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 
@@ -38,7 +38,12 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// Wraps an established QUIC connection and starts serving the calls that arrive on it.
-    pub(crate) fn start(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
+    pub(crate) fn start(
+        quic: quinn::Connection,
+        remote: NodeId,
+        shared: Arc<Shared>,
+        slot: Option<AcceptedSlot>,
+    ) -> Self {
         let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
         let conn = Connection {
             quic,
@@ -47,7 +52,11 @@ impl Connection {
             budget,
         };
         let serving = conn.clone();
-        tokio::spawn(serve(serving));
+        tokio::spawn(async move {
+            serve(serving).await;
+            // The connection is closed: its place is free.
+            drop(slot);
+        });
         conn
     }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +24,30 @@ pub(crate) struct Shared {
     services: RwLock<HashMap<String, Arc<dyn Service>>>,
     shutting_down: AtomicBool,
     tracker: TaskTracker,
+    /// Accepted connections open or in their handshake.
+    accepted: AtomicUsize,
+}
+
+/// One place among a node's accepted connections, given back when dropped.
+pub(crate) struct AcceptedSlot(Arc<Shared>);
+
+impl AcceptedSlot {
+    fn take(shared: &Arc<Shared>) -> Option<Self> {
+        let max = shared.config.max_connections;
+        shared
+            .accepted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| AcceptedSlot(Arc::clone(shared)))
+    }
+}
+
+impl Drop for AcceptedSlot {
+    fn drop(&mut self) {
+        self.0.accepted.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Shared {
@@ -192,7 +216,7 @@ impl Node {
             }
             Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
         };
-        Ok(Connection::start(quic, id, Arc::clone(&inner.shared)))
+        Ok(Connection::start(quic, id, Arc::clone(&inner.shared), None))
     }
 
     /// Stops taking new calls and connections, lets the calls in flight finish for up to
@@ -278,6 +302,14 @@ impl NodeBuilder {
     /// than one message of `max_message_size`. Default: 64 MiB.
     pub fn connection_buffer(mut self, bytes: usize) -> Self {
         self.config.connection_buffer = bytes;
+        self
+    }
+
+    /// Connections from other nodes this node keeps open (or in their handshake) at once;
+    /// more are refused at the QUIC level, and their dialer gets
+    /// [`Error::Unreachable`]. Connections this node dials do not count. Default: 4,096.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
         self
     }
 
@@ -400,6 +432,7 @@ impl NodeBuilder {
             services: RwLock::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
+            accepted: AtomicUsize::new(0),
         });
         for service in services {
             shared.add_service(service);
@@ -448,6 +481,11 @@ async fn accept(endpoint: quinn::Endpoint, servers: ServerConfigs, shared: Arc<S
             incoming.refuse();
             continue;
         }
+        let Some(slot) = AcceptedSlot::take(&shared) else {
+            tracing::debug!("connection refused: max_connections reached");
+            incoming.refuse();
+            continue;
+        };
         let server = if incoming.remote_address().ip().is_loopback() {
             Arc::clone(&servers.loopback)
         } else {
@@ -476,7 +514,7 @@ async fn accept(endpoint: quinn::Endpoint, servers: ServerConfigs, shared: Arc<S
             };
             match identity::remote_node_id(&quic) {
                 Some(remote) => {
-                    Connection::start(quic, remote, shared);
+                    Connection::start(quic, remote, shared, Some(slot));
                 }
                 None => quic.close(wire::CLOSE_NORMAL.into(), b"no node id"),
             }

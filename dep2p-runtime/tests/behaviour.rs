@@ -415,3 +415,37 @@ async fn large_messages_share_a_small_connection_buffer() {
         assert_eq!(result.unwrap().len(), big.len());
     }
 }
+
+#[tokio::test]
+async fn accepted_connections_are_limited() {
+    let probe = probe();
+    let server = node(Node::builder().max_connections(2).serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let dial = || async {
+        let client = node(Node::builder().connect_timeout(Duration::from_millis(500))).await;
+        let conn = client.connect(server.local_addr(), server.id()).await;
+        (client, conn)
+    };
+    let (_a, first) = dial().await;
+    let (_b, second) = dial().await;
+    let first = first.unwrap();
+    second.unwrap();
+    let (_c, third) = dial().await;
+    let err = third.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    // The connections in place keep working, and closing one frees its place.
+    assert_eq!(echo(&first, "still").await.unwrap(), "still");
+    first.close();
+    let mut again = None;
+    for _ in 0..50 {
+        let (client, conn) = dial().await;
+        if let Ok(conn) = conn {
+            again = Some((client, conn));
+            break;
+        }
+    }
+    let (_d, conn) = again.expect("a place freed by the closed connection");
+    assert_eq!(echo(&conn, "in").await.unwrap(), "in");
+}

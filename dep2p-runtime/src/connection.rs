@@ -20,6 +20,11 @@ use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 /// services, whichever side dialed.
 #[derive(Clone)]
 pub struct Connection {
+    // One reference count for a clone: every call clones its connection.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
@@ -30,8 +35,8 @@ pub struct Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("remote_id", &self.remote)
-            .field("remote_address", &self.quic.remote_address())
+            .field("remote_id", &self.inner.remote)
+            .field("remote_address", &self.inner.quic.remote_address())
             .finish()
     }
 }
@@ -46,10 +51,12 @@ impl Connection {
     ) -> Self {
         let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
         let conn = Connection {
-            quic,
-            remote,
-            shared,
-            budget,
+            inner: Arc::new(Inner {
+                quic,
+                remote,
+                shared,
+                budget,
+            }),
         };
         let serving = conn.clone();
         tokio::spawn(async move {
@@ -62,33 +69,36 @@ impl Connection {
 
     /// The verified node id of the peer.
     pub fn remote_id(&self) -> NodeId {
-        self.remote
+        self.inner.remote
     }
 
     /// The peer's current UDP address.
     pub fn remote_address(&self) -> SocketAddr {
-        self.quic.remote_address()
+        self.inner.quic.remote_address()
     }
 
     /// The current round-trip time estimate.
     pub fn rtt(&self) -> std::time::Duration {
-        self.quic.rtt()
+        self.inner.quic.rtt()
     }
 
     /// Closes the connection at once. Calls in flight on it fail with [`Error::Closed`] here
     /// and [`Error::ConnectionLost`] on the peer.
     pub fn close(&self) {
-        self.quic.close(wire::CLOSE_NORMAL.into(), b"closed");
+        self.inner.quic.close(wire::CLOSE_NORMAL.into(), b"closed");
     }
 
     /// Completes when the connection is closed, with the reason.
     pub async fn closed(&self) -> Error {
-        Error::from_connection(&self.quic.closed().await)
+        Error::from_connection(&self.inner.quic.closed().await)
     }
 
     /// Why the connection closed, if it has.
     pub fn close_reason(&self) -> Option<Error> {
-        self.quic.close_reason().map(|e| Error::from_connection(&e))
+        self.inner
+            .quic
+            .close_reason()
+            .map(|e| Error::from_connection(&e))
     }
 
     /// The underlying QUIC connection.
@@ -96,21 +106,21 @@ impl Connection {
     /// Every stream the peer opens on it is read as a dep2p call, so open streams on it
     /// directly only to speak the protocol of `docs/PROTOCOL.md` yourself.
     pub fn quic(&self) -> &quinn::Connection {
-        &self.quic
+        &self.inner.quic
     }
 
     pub(crate) fn config(&self) -> &Config {
-        self.shared.config()
+        self.inner.shared.config()
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shared.is_shutting_down()
+        self.inner.shared.is_shutting_down()
     }
 
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, Arc::clone(&self.budget))
+        FrameReader::new(recv, max, Arc::clone(&self.inner.budget))
     }
 }
 
@@ -120,17 +130,17 @@ async fn serve(conn: Connection) {
     // Notifications arrive on unidirectional streams, every other call on a bidirectional
     // one; each kind has its own accept loop, so neither polls the other's.
     let uni = tokio::spawn(serve_notifications(conn.clone(), Arc::clone(&limit)));
-    while let Ok((send, recv)) = conn.quic.accept_bi().await {
+    while let Ok((send, recv)) = conn.inner.quic.accept_bi().await {
         let call = serve_stream(conn.clone(), Some(send), recv, Arc::clone(&limit));
-        conn.shared.tracker().spawn(call);
+        conn.inner.shared.tracker().spawn(call);
     }
     let _ = uni.await;
 }
 
 async fn serve_notifications(conn: Connection, limit: Arc<Semaphore>) {
-    while let Ok(recv) = conn.quic.accept_uni().await {
+    while let Ok(recv) = conn.inner.quic.accept_uni().await {
         let call = serve_stream(conn.clone(), None, recv, Arc::clone(&limit));
-        conn.shared.tracker().spawn(call);
+        conn.inner.shared.tracker().spawn(call);
     }
 }
 
@@ -169,7 +179,7 @@ async fn serve_stream(
             Error::Protocol("notifications, and only they, use unidirectional streams".into());
         return refuse(&conn, reader, send, err).await;
     }
-    if conn.shared.is_shutting_down() {
+    if conn.inner.shared.is_shutting_down() {
         return refuse(&conn, reader, send, Error::ShuttingDown).await;
     }
     let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
@@ -179,7 +189,7 @@ async fn serve_stream(
         ));
         return refuse(&conn, reader, send, err).await;
     };
-    let Some(service) = conn.shared.service(header.service.as_str()) else {
+    let Some(service) = conn.inner.shared.service(header.service.as_str()) else {
         let err = Error::UnknownService(header.service.as_str().to_string());
         return refuse(&conn, reader, send, err).await;
     };

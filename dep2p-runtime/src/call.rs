@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -82,9 +83,8 @@ impl<K, A> Call<K, A> {
 }
 
 impl<K, A: Serialize> Call<K, A> {
-    /// Encodes the CALL frame, with the time left before `deadline`.
-    fn frame(&self, kind: Kind, deadline: Option<Instant>) -> Result<Bytes, Error> {
-        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    /// Encodes the CALL frame, with `remaining` as the time the handler has.
+    fn frame(&self, kind: Kind, remaining: Option<Duration>) -> Result<Bytes, Error> {
         let header = CallHeader {
             service: Cow::Borrowed(self.service),
             method: Cow::Borrowed(self.method),
@@ -95,37 +95,51 @@ impl<K, A: Serialize> Call<K, A> {
         wire::encode_call(&header, &self.args, self.conn.config().max_message_size)
     }
 
-    /// When the call must be over: its own timeout or `default`, from now.
-    fn deadline(&self, default: Option<Duration>) -> Option<Instant> {
-        self.timeout.or(default).map(|t| Instant::now() + t)
+    /// The call's time bounds: its own timeout or `default`, from now.
+    fn bounds(&self, default: Option<Duration>) -> Bounds {
+        let timeout = self.timeout.or(default);
+        Bounds {
+            timeout,
+            deadline: timeout.map(|t| Instant::now() + t),
+            idle: self.conn.config().idle_stream_timeout,
+        }
     }
 
     /// Opens the call's stream and writes its CALL frame, within the deadline.
     async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
-        let deadline = self.deadline(default_timeout);
-        let idle = self.conn.config().idle_stream_timeout;
-        stream::bounded(deadline, idle, self.start(kind, deadline)).await
+        let bounds = self.bounds(default_timeout);
+        bounds.run(self.start(kind, bounds)).await
     }
 
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
-    async fn start(self, kind: Kind, deadline: Option<Instant>) -> Result<Started, Error> {
-        let config = self.conn.config();
-        let (max_message, idle) = (config.max_message_size, config.idle_stream_timeout);
+    async fn start(self, kind: Kind, bounds: Bounds) -> Result<Started, Error> {
+        let max_message = self.conn.config().max_message_size;
         // Encoding first fails an oversized call before it takes a stream.
-        let mut frame = self.frame(kind, deadline)?;
+        let mut frame = self.frame(kind, bounds.timeout)?;
         let conn = self.conn.quic();
-        let opening = Instant::now();
-        let (mut send, recv) = if kind == Kind::Notify {
-            (conn.open_uni().await?, None)
-        } else {
-            let (send, recv) = conn.open_bi().await?;
-            (send, Some(recv))
+        let open = async {
+            if kind == Kind::Notify {
+                Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
+            } else {
+                let (send, recv) = conn.open_bi().await?;
+                Ok((send, Some(recv)))
+            }
         };
-        // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
-        // header must carry the time actually left.
-        if deadline.is_some() && opening.elapsed() > Duration::from_millis(1) {
-            frame = self.frame(kind, deadline)?;
-        }
+        let mut open = std::pin::pin!(open);
+        let (mut send, recv) =
+            match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
+                Poll::Ready(opened) => opened?,
+                Poll::Pending => {
+                    let opened = open.await?;
+                    // Waiting for a stream (the peer's stream limit) used up part of the
+                    // deadline: the header must carry the time actually left.
+                    if let Some(deadline) = bounds.deadline {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        frame = self.frame(kind, Some(left))?;
+                    }
+                    opened
+                }
+            };
         send.write_chunk(frame).await.map_err(Error::from_write)?;
         if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
             let _ = send.finish();
@@ -133,10 +147,34 @@ impl<K, A: Serialize> Call<K, A> {
         Ok(Started {
             send,
             reader: recv.map(|recv| self.conn.reader(recv)),
-            deadline,
+            deadline: bounds.deadline,
             max_message,
-            idle,
+            idle: bounds.idle,
         })
+    }
+}
+
+/// How long a call may take: its timeout, the deadline that makes, and the idle-stream
+/// timeout.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    idle: Duration,
+}
+
+impl Bounds {
+    /// Runs `fut` within these bounds, with one timer.
+    async fn run<T>(self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        match (self.timeout, self.deadline) {
+            // The deadline comes first: the idle timeout need not be worked out.
+            (Some(timeout), Some(deadline)) if timeout <= self.idle => {
+                tokio::time::timeout_at(deadline, fut)
+                    .await
+                    .unwrap_or(Err(Error::Timeout))
+            }
+            _ => stream::bounded(self.deadline, self.idle, fut).await,
+        }
     }
 }
 
@@ -229,18 +267,17 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let config = self.conn.config();
-            let deadline = self.deadline(Some(config.request_timeout));
-            let idle = config.idle_stream_timeout;
+            let bounds = self.bounds(Some(self.conn.config().request_timeout));
             // One timer for the whole call.
-            stream::bounded(deadline, idle, async move {
-                let (_send, mut reader, ..) =
-                    self.start(Kind::Unary, deadline).await?.into_parts()?;
-                let result = stream::read_result(&mut reader).await;
-                reader.try_finish();
-                result
-            })
-            .await
+            bounds
+                .run(async move {
+                    let (_send, mut reader, ..) =
+                        self.start(Kind::Unary, bounds).await?.into_parts()?;
+                    let result = stream::read_result(&mut reader).await;
+                    reader.try_finish();
+                    result
+                })
+                .await
         })
     }
 }

@@ -147,9 +147,8 @@ impl<K, A: Serialize> Call<K, A> {
         Ok(Started {
             send,
             reader: recv.map(|recv| self.conn.reader(recv)),
-            deadline: bounds.deadline,
+            bounds,
             max_message,
-            idle: bounds.idle,
         })
     }
 }
@@ -181,36 +180,27 @@ impl Bounds {
 /// A call whose stream is open and whose CALL frame is written.
 struct Started {
     send: quinn::SendStream,
+    /// The response stream, for every kind but notifications.
     reader: Option<FrameReader>,
-    deadline: Option<Instant>,
+    bounds: Bounds,
     max_message: usize,
-    idle: Duration,
 }
 
 impl Started {
-    /// The response reader of a call on a bidirectional stream.
-    fn into_parts(
-        self,
-    ) -> Result<
-        (
-            quinn::SendStream,
-            FrameReader,
-            Option<Instant>,
-            usize,
-            Duration,
-        ),
-        Error,
-    > {
+    /// Splits a call on a bidirectional stream into its request and response halves.
+    fn halves(self) -> Result<(quinn::SendStream, FrameReader), Error> {
         let reader = self
             .reader
             .ok_or_else(|| Error::Protocol("no response stream".into()))?;
-        Ok((
-            self.send,
-            reader,
-            self.deadline,
-            self.max_message,
-            self.idle,
-        ))
+        Ok((self.send, reader))
+    }
+
+    /// The caller's sender of stream items, the response reader and the call's bounds.
+    fn into_sender<T>(self) -> Result<(Sender<T>, FrameReader, Bounds), Error> {
+        let (bounds, max_message) = (self.bounds, self.max_message);
+        let (send, reader) = self.halves()?;
+        let sender = Sender::caller(send, max_message, bounds.idle, bounds.deadline);
+        Ok((sender, reader, bounds))
     }
 }
 
@@ -271,8 +261,7 @@ where
             // One timer for the whole call.
             bounds
                 .run(async move {
-                    let (_send, mut reader, ..) =
-                        self.start(Kind::Unary, bounds).await?.into_parts()?;
+                    let (_send, mut reader) = self.start(Kind::Unary, bounds).await?.halves()?;
                     let result = stream::read_result(&mut reader).await;
                     reader.try_finish();
                     result
@@ -308,9 +297,14 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (_send, reader, deadline, _, idle) =
-                self.open(Kind::ServerStream, None).await?.into_parts()?;
-            Ok(Receiver::with_response(reader, idle, deadline))
+            let started = self.open(Kind::ServerStream, None).await?;
+            let bounds = started.bounds;
+            let (_send, reader) = started.halves()?;
+            Ok(Receiver::with_response(
+                reader,
+                bounds.idle,
+                bounds.deadline,
+            ))
         })
     }
 }
@@ -326,10 +320,9 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (send, reader, deadline, max_message, idle) =
-                self.open(Kind::ClientStream, None).await?.into_parts()?;
-            let sender = Sender::caller(send, max_message, idle, deadline);
-            let response = Response::from_reader(reader, idle, deadline);
+            let started = self.open(Kind::ClientStream, None).await?;
+            let (sender, reader, bounds) = started.into_sender()?;
+            let response = Response::from_reader(reader, bounds.idle, bounds.deadline);
             Ok((sender, response))
         })
     }
@@ -347,10 +340,10 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let (send, reader, deadline, max_message, idle) =
-                self.open(Kind::Bidi, None).await?.into_parts()?;
-            let sender = Sender::caller(send, max_message, idle, deadline);
-            let (receiver, response) = Receiver::with_response(reader, idle, deadline);
+            let started = self.open(Kind::Bidi, None).await?;
+            let (sender, reader, bounds) = started.into_sender()?;
+            let (receiver, response) =
+                Receiver::with_response(reader, bounds.idle, bounds.deadline);
             Ok((sender, receiver, response))
         })
     }

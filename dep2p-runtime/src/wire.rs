@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
@@ -489,14 +489,4 @@ impl Drop for FrameReader {
     fn drop(&mut self) {
         self.stop(STREAM_CANCELLED);
     }
-}
-
-/// Reserved for frames written by hand (the tests write malformed ones).
-#[allow(dead_code)]
-pub(crate) fn raw_frame(tag: u8, payload: &[u8]) -> Bytes {
-    let mut buf = BytesMut::with_capacity(FRAME_HEAD + payload.len());
-    buf.put_u32(payload.len() as u32 + 1);
-    buf.put_u8(tag);
-    buf.put_slice(payload);
-    buf.freeze()
 }

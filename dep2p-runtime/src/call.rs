@@ -92,7 +92,11 @@ impl<K, A: Serialize> Call<K, A> {
             timeout_us: remaining.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
             metadata: self.metadata.clone(),
         };
-        wire::encode_call(&header, &self.args, self.conn.config().max_message_size)
+        Ok(wire::encode_call(
+            &header,
+            &self.args,
+            self.conn.config().max_message_size,
+        )?)
     }
 
     /// The call's time bounds: its own timeout or `default`, from now.
@@ -172,7 +176,7 @@ impl Bounds {
                     .await
                     .unwrap_or(Err(Error::Timeout))
             }
-            _ => stream::bounded(self.deadline, self.idle, fut).await,
+            _ => crate::deadline::bounded(self.deadline, self.idle, fut).await,
         }
     }
 }

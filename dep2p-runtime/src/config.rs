@@ -88,56 +88,9 @@ impl Config {
         Ok(())
     }
 
-    /// The QUIC transport settings of a connection; `loopback` for a peer on this machine.
-    ///
-    /// Every connection keeps quinn's safe start (1,200-byte datagrams) and MTU discovery, which
-    /// probes upward to quinn's Ethernet-sized bound (1,452 bytes) and backs off on loss. With
-    /// segmentation offload on, as it is there, discovery must not go much higher: a batch of
-    /// large datagrams exceeds what one `sendmsg` may carry, is dropped, and black-hole
-    /// detection then pins the connection to 1,200 bytes. A loopback connection, where the path is known,
-    /// starts with datagrams close to the 64 KiB UDP maximum: about 45 times fewer packets to
-    /// encrypt and acknowledge for bulk data. That needs two companions: segmentation offload
-    /// off (a batch of ten such datagrams exceeds what one `sendmsg` may carry), and an initial
-    /// congestion window of ten datagrams (RFC 9002), since quinn's fixed default is smaller
-    /// than one of them.
     /// The connection buffer in force: never smaller than one message of the largest size.
     pub(crate) fn connection_buffer(&self) -> usize {
         self.connection_buffer
             .max(self.max_message_size + FRAME_HEAD)
     }
-
-    pub(crate) fn transport(&self, loopback: bool) -> Result<quinn::TransportConfig, crate::Error> {
-        let mut t = quinn::TransportConfig::default();
-        let idle = quinn::IdleTimeout::try_from(self.idle_connection_timeout)
-            .map_err(|_| crate::Error::Config("idle_connection_timeout too large".into()))?;
-        t.max_idle_timeout(Some(idle))
-            .keep_alive_interval(Some(self.keep_alive_interval))
-            .max_concurrent_bidi_streams(self.max_concurrent_streams.into())
-            .max_concurrent_uni_streams(self.max_concurrent_streams.into())
-            .stream_receive_window(self.stream_window.into())
-            .receive_window(self.connection_window.into())
-            .send_window(u64::from(self.connection_window));
-        if loopback && self.fast_loopback {
-            let mut discovery = quinn::MtuDiscoveryConfig::default();
-            discovery.upper_bound(MAX_UDP_PAYLOAD);
-            t.initial_mtu(LOOPBACK_MTU)
-                .mtu_discovery_config(Some(discovery))
-                .enable_segmentation_offload(false);
-            let mut cubic = quinn::congestion::CubicConfig::default();
-            cubic.initial_window(10 * u64::from(LOOPBACK_MTU));
-            t.congestion_controller_factory(std::sync::Arc::new(cubic));
-        }
-        Ok(t)
-    }
 }
-
-/// The largest UDP payload a node accepts, advertised to peers, and the ceiling of MTU
-/// discovery: 65,535 bytes less the IPv4 and UDP headers.
-pub(crate) const MAX_UDP_PAYLOAD: u16 = 65_507;
-
-/// The datagram size a loopback connection starts with.
-pub(crate) const LOOPBACK_MTU: u16 = 65_000;
-
-/// Socket buffer size requested for the node's UDP socket. The system default (about
-/// 208 KiB on Linux) drops datagrams in bulk transfers.
-pub(crate) const SOCKET_BUFFER: usize = 4 * 1024 * 1024;

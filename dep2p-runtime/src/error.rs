@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::identity::NodeId;
-use crate::wire::{self, StatusCode};
+use crate::id::NodeId;
+use crate::wire::{self, StatusCode, WireError};
 
 /// Everything that can go wrong with a call, a connection or a node, apart from the
 /// application's own errors.
@@ -152,6 +152,14 @@ impl Error {
         }
     }
 
+    /// The error a STATUS frame's payload reports.
+    pub(crate) fn from_status_payload(payload: &[u8]) -> Error {
+        match wire::decode_status(payload) {
+            Ok(status) => Error::from_status(status.code, status.message),
+            Err(err) => err.into(),
+        }
+    }
+
     /// The error for a stream the peer reset or stopped with `code`.
     pub(crate) fn from_stream_code(code: quinn::VarInt) -> Error {
         let code = code.into_inner();
@@ -193,6 +201,19 @@ impl Error {
             quinn::WriteError::ConnectionLost(e) => Error::from_connection(&e),
             quinn::WriteError::ClosedStream => Error::Cancelled,
             quinn::WriteError::ZeroRttRejected => Error::ConnectionLost("0-RTT rejected".into()),
+        }
+    }
+}
+
+impl From<WireError> for Error {
+    fn from(err: WireError) -> Self {
+        match err {
+            WireError::MessageTooLarge(m) => Error::MessageTooLarge(m),
+            WireError::Decode(m) => Error::Decode(m),
+            WireError::Protocol(m) => Error::Protocol(m),
+            WireError::Read(read) => Error::from_read(read),
+            WireError::ConnectionLost(m) => Error::ConnectionLost(m),
+            WireError::Closed => Error::Closed,
         }
     }
 }

@@ -1,123 +1,13 @@
-//! Node identity: Ed25519 keys, [`NodeId`]s and the TLS rules that bind one to the other.
-//!
-//! Every node presents a self-signed X.509 certificate whose subject public key is its Ed25519
-//! key. Nothing else in the certificate matters: no certificate authority, no names, no
-//! validity dates. What authenticates a peer is the TLS 1.3 handshake signature, which only
-//! the holder of the private key can produce; the [`NodeId`] is that public key.
+//! Node keys: the Ed25519 [`SecretKey`] whose public half is a node's [`NodeId`].
 
 use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::Error;
-
-/// DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410): a SEQUENCE holding the
-/// algorithm identifier 1.3.101.112 and a 33-byte BIT STRING whose first byte is zero.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-/// RFC 4648 base32 without padding: 52 characters for a 32-byte key. Printed in lower case,
-/// which keeps a node id usable as a DNS label and easy to read aloud.
-const BASE32: data_encoding::Encoding = data_encoding::BASE32_NOPAD;
-
-/// The identity of a node: its Ed25519 public key.
-///
-/// Printed (with `Display`) and parsed (with `FromStr`) as 52 lower-case base32 characters.
-/// `Debug` shows the first 10 of them, which is what logs usually need.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId([u8; 32]);
-
-impl NodeId {
-    /// The node id whose public key is these 32 bytes.
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        NodeId(bytes)
-    }
-
-    /// The 32 bytes of the Ed25519 public key.
-    pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-
-    /// The first 10 characters of the printed form, for logs.
-    pub fn fmt_short(&self) -> String {
-        let mut s = self.to_string();
-        s.truncate(10);
-        s
-    }
-
-    /// Extracts the node id from a DER `SubjectPublicKeyInfo`, which must hold an Ed25519 key.
-    fn from_spki(spki: &[u8]) -> Option<Self> {
-        let key = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
-        let key: [u8; 32] = key.try_into().ok()?;
-        Some(NodeId(key))
-    }
-
-    /// The node id a peer's certificate proves, if the certificate is well formed and holds an
-    /// Ed25519 key.
-    pub(crate) fn from_certificate(cert: &CertificateDer<'_>) -> Result<Self, rustls::Error> {
-        let parsed = webpki::EndEntityCert::try_from(cert).map_err(|_| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
-        })?;
-        NodeId::from_spki(parsed.subject_public_key_info().as_ref()).ok_or_else(|| {
-            rustls::Error::General("peer certificate does not hold an Ed25519 key".into())
-        })
-    }
-}
-
-impl fmt::Display for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let upper = BASE32.encode(&self.0);
-        f.write_str(&upper.to_ascii_lowercase())
-    }
-}
-
-impl fmt::Debug for NodeId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NodeId({})", self.fmt_short())
-    }
-}
-
-/// The error returned when a string is not a [`NodeId`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid node id: expected 52 base32 characters encoding 32 bytes")]
-pub struct ParseNodeIdError;
-
-impl FromStr for NodeId {
-    type Err = ParseNodeIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != 52 {
-            return Err(ParseNodeIdError);
-        }
-        let bytes = BASE32
-            .decode(s.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ParseNodeIdError)?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| ParseNodeIdError)?;
-        Ok(NodeId(bytes))
-    }
-}
-
-impl serde::Serialize for NodeId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // A fixed-size array: 32 bytes on the wire, no length.
-        self.0.serialize(serializer)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for NodeId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let bytes = <[u8; 32]>::deserialize(deserializer)?;
-        Ok(NodeId(bytes))
-    }
-}
+use crate::id::NodeId;
 
 /// A node's Ed25519 private key.
 ///
@@ -150,7 +40,7 @@ impl SecretKey {
         public.copy_from_slice(pair.public_key_raw());
         SecretKey {
             pkcs8: pair.serialize_der().into(),
-            public: NodeId(public),
+            public: NodeId::from_bytes(public),
         }
     }
 
@@ -233,155 +123,6 @@ impl SecretKey {
     }
 }
 
-/// The TLS configuration shared by both directions.
-pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn supported_algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
-}
-
-fn check_single_certificate(intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
-    if intermediates.is_empty() {
-        Ok(())
-    } else {
-        Err(rustls::Error::General(
-            "a dep2p peer presents exactly one certificate".into(),
-        ))
-    }
-}
-
-/// Verifies the server's certificate when dialing: it must carry the expected node id.
-#[derive(Debug)]
-pub(crate) struct ExpectedPeer {
-    expected: NodeId,
-    /// The node id the server actually presented, for a precise error on mismatch.
-    pub(crate) presented: Mutex<Option<NodeId>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ExpectedPeer {
-    pub(crate) fn new(expected: NodeId) -> Self {
-        ExpectedPeer {
-            expected,
-            presented: Mutex::new(None),
-            algorithms: supported_algorithms(),
-        }
-    }
-}
-
-impl ServerCertVerifier for ExpectedPeer {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        check_single_certificate(intermediates)?;
-        let presented = NodeId::from_certificate(end_entity)?;
-        if let Ok(mut slot) = self.presented.lock() {
-            *slot = Some(presented);
-        }
-        if presented == self.expected {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-}
-
-/// Verifies a dialing client's certificate: any Ed25519 key is accepted; which node it is
-/// becomes the connection's remote id.
-#[derive(Debug)]
-pub(crate) struct AnyPeer {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AnyPeer {
-    pub(crate) fn new() -> Self {
-        AnyPeer {
-            algorithms: supported_algorithms(),
-        }
-    }
-}
-
-impl ClientCertVerifier for AnyPeer {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        check_single_certificate(intermediates)?;
-        NodeId::from_certificate(end_entity)?;
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-}
-
-/// The verified node id of the peer of an established connection.
-pub(crate) fn remote_node_id(conn: &quinn::Connection) -> Option<NodeId> {
-    let identity = conn.peer_identity()?;
-    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    NodeId::from_certificate(certs.first()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +184,9 @@ mod tests {
     fn certificate_carries_the_node_id() {
         let key = SecretKey::generate();
         let (cert, _) = key.certificate().unwrap();
-        assert_eq!(NodeId::from_certificate(&cert).unwrap(), key.public());
+        assert_eq!(
+            crate::tls::node_id_from_certificate(&cert).unwrap(),
+            key.public()
+        );
     }
 }

@@ -41,25 +41,44 @@
 //! the crate's README; the wire protocol in `docs/PROTOCOL.md`.
 #![warn(missing_docs)]
 
-mod call;
-mod config;
-mod connection;
-mod error;
-mod identity;
-mod node;
-mod server;
-mod stream;
+// Layers, each importing only those above it in this list (`docs` of the crate's layout):
+// wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
+// serving; the node.
 mod wire;
+
+mod error;
+mod id;
+
+mod config;
+mod identity;
+mod tls;
+
+mod deadline;
+mod stream;
+
+mod connection;
+mod shared;
+
+mod call;
+mod context;
+mod dispatch;
+mod incoming;
+mod service;
+
+mod node;
 
 pub use call::{
     Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
     ServerStreaming, ServerStreamingKind, Unary, UnaryKind,
 };
 pub use connection::Connection;
+pub use context::CallContext;
 pub use error::Error;
-pub use identity::{NodeId, ParseNodeIdError, SecretKey};
+pub use id::{NodeId, ParseNodeIdError};
+pub use identity::SecretKey;
+pub use incoming::{CallFuture, IncomingCall};
 pub use node::{Node, NodeBuilder};
-pub use server::{CallContext, CallFuture, IncomingCall, Service};
+pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
 pub use wire::{Kind, ALPN};
 
@@ -77,7 +96,8 @@ pub mod __private {
     pub use ::std::sync::Arc;
 
     pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
-    pub use crate::server::{CallFuture, IncomingCall, Service};
+    pub use crate::incoming::{CallFuture, IncomingCall};
+    pub use crate::service::Service;
     pub use crate::{Connection, Error, Receiver, Sender};
 
     /// Checks, at compile time, that `T` can travel as a message.

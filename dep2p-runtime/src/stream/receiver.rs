@@ -1,4 +1,5 @@
-//! The two ends of a message stream: [`Sender`] and [`Receiver`].
+//! The receiving end of a message stream: [`Receiver`], and the [`Response`] that ends a
+//! streaming call.
 
 use std::fmt;
 use std::future::Future;
@@ -12,335 +13,11 @@ use bytes::Bytes;
 use futures::task::{self, ArcWake, AtomicWaker};
 use futures::Stream;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
+use crate::deadline::{bounded, with_deadline};
 use crate::error::Error;
 use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
-
-/// Runs `fut` under the call's deadline and the stream's idle timeout.
-pub(crate) async fn bounded<F: Future<Output = Result<T, Error>>, T>(
-    deadline: Option<Instant>,
-    idle: Duration,
-    fut: F,
-) -> Result<T, Error> {
-    let idle_at = Instant::now() + idle;
-    match deadline {
-        Some(deadline) if deadline <= idle_at => tokio::time::timeout_at(deadline, fut)
-            .await
-            .unwrap_or(Err(Error::Timeout)),
-        _ => tokio::time::timeout_at(idle_at, fut)
-            .await
-            .unwrap_or(Err(Error::IdleTimeout)),
-    }
-}
-
-/// What happens to the QUIC stream when a [`Sender`] goes away.
-enum SenderEnd {
-    /// The caller's end: dropping it without [`Sender::finish`] aborts the stream.
-    Caller,
-    /// A handler's end: the stream goes back to the runtime, which writes the handler's result.
-    Handler(oneshot::Sender<quinn::SendStream>),
-}
-
-/// Bytes a [`Sender`] may have queued ahead of its writer: beyond the QUIC windows, the most
-/// memory a stream's sending side holds (plus one message).
-const QUEUE_BUDGET: usize = 256 * 1024;
-
-/// The queue between a [`Sender`] and its stream's writer: encoded frames, back to back.
-/// The sender encodes each message straight into it; the writer takes everything queued as
-/// one buffer and writes it at once.
-struct Outbound {
-    state: Mutex<Queue>,
-    /// Wakes the writer when the queue stops being empty or the sender is done.
-    to_writer: tokio::sync::Notify,
-    /// Wakes the sender when the writer has taken the queue.
-    to_sender: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct Queue {
-    frames: bytes::BytesMut,
-    /// The sender is gone: `finished` says whether cleanly.
-    closed: bool,
-    finished: bool,
-    /// Why the stream can take no more, once it can't.
-    error: Option<Error>,
-}
-
-impl Outbound {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn fail(&self, err: Error) {
-        self.lock().error.get_or_insert(err);
-        self.to_sender.notify_one();
-    }
-
-    /// Encodes `item` onto the queue unless the queue is full (`Ok(false)`).
-    fn push<T: Serialize>(&self, item: &T, max: usize) -> Result<bool, Error> {
-        let mut queue = self.lock();
-        if let Some(err) = &queue.error {
-            return Err(err.clone());
-        }
-        if queue.frames.len() >= QUEUE_BUDGET {
-            return Ok(false);
-        }
-        let was_empty = queue.frames.is_empty();
-        encode_into(&mut queue.frames, item, max)?;
-        drop(queue);
-        if was_empty {
-            self.to_writer.notify_one();
-        }
-        Ok(true)
-    }
-
-    /// Marks the sender gone and wakes the writer.
-    fn close(&self, finished: bool) {
-        let mut queue = self.lock();
-        queue.closed = true;
-        queue.finished = finished;
-        drop(queue);
-        self.to_writer.notify_one();
-    }
-}
-
-/// Appends one frame holding `value` to `frames`, sized exactly, or leaves `frames` as it was.
-fn encode_into<T: Serialize>(
-    frames: &mut bytes::BytesMut,
-    value: &T,
-    max: usize,
-) -> Result<(), Error> {
-    let size = postcard::experimental::serialized_size(value)
-        .map_err(|e| Error::Decode(format!("could not encode: {e}")))?;
-    if size > max {
-        return Err(Error::MessageTooLarge(format!(
-            "{size} bytes to send, the limit is {max}"
-        )));
-    }
-    let start = frames.len();
-    frames.reserve(wire::FRAME_HEAD + size);
-    // `size + 1` fits in u32: `max` is kept below 2^32 - 1 by the node's configuration.
-    frames.extend_from_slice(&((size + 1) as u32).to_be_bytes());
-    frames.extend_from_slice(&[TAG_ITEM]);
-    frames.resize(start + wire::FRAME_HEAD + size, 0);
-    if let Err(e) = postcard::to_slice(value, &mut frames[start + wire::FRAME_HEAD..]) {
-        frames.truncate(start);
-        return Err(Error::Decode(format!("could not encode: {e}")));
-    }
-    Ok(())
-}
-
-/// The sending end of a stream of `T`s.
-///
-/// On the calling side, [`finish`](Sender::finish) ends the stream cleanly (the receiver sees
-/// the end); dropping a `Sender` without finishing it aborts the stream, and the receiver sees
-/// [`Error::Cancelled`] rather than a clean end. In a handler, the stream ends when the handler
-/// returns (and its `Sender` is gone), followed by the handler's result.
-///
-/// Messages are written in order by a task of the stream's own, which writes everything
-/// queued at once. [`send`](Sender::send) waits while 256 KiB are queued and the writer is
-/// still writing what it took before (at most as much again), which it does as fast as the
-/// receiver's flow-control window allows: a fast sender never buffers without bound.
-pub struct Sender<T> {
-    outbound: Option<Arc<Outbound>>,
-    max_message: usize,
-    idle: Duration,
-    deadline: Option<Instant>,
-    _item: PhantomData<fn(T)>,
-}
-
-impl<T> fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender")
-            .field("open", &self.outbound.is_some())
-            .field("deadline", &self.deadline)
-            .finish()
-    }
-}
-
-impl<T> Sender<T> {
-    fn start(
-        stream: Option<quinn::SendStream>,
-        end: SenderEnd,
-        max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
-    ) -> Self {
-        let outbound = stream.map(|stream| {
-            let outbound = Arc::new(Outbound {
-                state: Mutex::new(Queue::default()),
-                to_writer: tokio::sync::Notify::new(),
-                to_sender: tokio::sync::Notify::new(),
-            });
-            let writer = Writer {
-                stream,
-                outbound: Arc::clone(&outbound),
-                idle,
-                deadline,
-            };
-            tokio::spawn(writer.run(end));
-            outbound
-        });
-        Sender {
-            outbound,
-            max_message,
-            idle,
-            deadline,
-            _item: PhantomData,
-        }
-    }
-
-    pub(crate) fn caller(
-        stream: quinn::SendStream,
-        max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
-    ) -> Self {
-        Self::start(Some(stream), SenderEnd::Caller, max_message, idle, deadline)
-    }
-
-    pub(crate) fn handler(
-        stream: quinn::SendStream,
-        back: oneshot::Sender<quinn::SendStream>,
-        max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
-    ) -> Self {
-        let end = SenderEnd::Handler(back);
-        Self::start(Some(stream), end, max_message, idle, deadline)
-    }
-
-    /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
-    pub(crate) fn detached(max_message: usize, idle: Duration, deadline: Option<Instant>) -> Self {
-        Self::start(None, SenderEnd::Caller, max_message, idle, deadline)
-    }
-}
-
-impl<T: Serialize> Sender<T> {
-    /// Queues one message, waiting while the stream's queue is full.
-    ///
-    /// Fails with [`Error::Cancelled`] once the receiver has gone away, with
-    /// [`Error::MessageTooLarge`] (sending nothing) if the encoded message exceeds the limit,
-    /// and with [`Error::Timeout`] or [`Error::IdleTimeout`] if the peer stops reading.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: if the future is dropped before it completes, the message was not queued.
-    pub async fn send(&mut self, item: T) -> Result<(), Error> {
-        let outbound = self.outbound.as_ref().ok_or(Error::Cancelled)?;
-        let mut waited = false;
-        loop {
-            if outbound.push(&item, self.max_message)? {
-                return Ok(());
-            }
-            // The queue is full: wait for the writer to take it. A wake-up may be left over
-            // from an earlier take; the loop checks again.
-            let room = outbound.to_sender.notified();
-            let mut room = std::pin::pin!(room);
-            // Most waits are short: the first wait in a row tries once without a timer.
-            if !waited {
-                waited = true;
-                let ready = std::future::poll_fn(|cx| Poll::Ready(room.as_mut().poll(cx))).await;
-                if ready.is_ready() {
-                    continue;
-                }
-            }
-            bounded(self.deadline, self.idle, async {
-                room.await;
-                Ok(())
-            })
-            .await?;
-        }
-    }
-
-    /// Ends the stream cleanly: the receiver sees the end after the messages already sent.
-    ///
-    /// In a handler this only says "no more items"; the call itself ends when the handler
-    /// returns.
-    pub fn finish(mut self) -> Result<(), Error> {
-        let outbound = self.outbound.take().ok_or(Error::Cancelled)?;
-        if let Some(err) = &outbound.lock().error {
-            return Err(err.clone());
-        }
-        outbound.close(true);
-        Ok(())
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        // Gone without `finish`: the writer aborts a caller's stream, or hands a handler's
-        // back to the runtime after what is queued.
-        if let Some(outbound) = self.outbound.take() {
-            outbound.close(false);
-        }
-    }
-}
-
-/// Writes a [`Sender`]'s queued frames, everything queued at once.
-struct Writer {
-    stream: quinn::SendStream,
-    outbound: Arc<Outbound>,
-    idle: Duration,
-    deadline: Option<Instant>,
-}
-
-impl Writer {
-    async fn run(mut self, end: SenderEnd) {
-        let finished = loop {
-            let (chunk, closed, finished) = {
-                let mut queue = self.outbound.lock();
-                (queue.frames.split().freeze(), queue.closed, queue.finished)
-            };
-            if chunk.is_empty() {
-                if closed {
-                    break finished;
-                }
-                self.outbound.to_writer.notified().await;
-                continue;
-            }
-            self.outbound.to_sender.notify_one();
-            if let Err(err) = self.write(chunk).await {
-                self.outbound.fail(err);
-                let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
-                return;
-            }
-        };
-        self.outbound.fail(Error::Cancelled);
-        match end {
-            SenderEnd::Caller if finished => {
-                let _ = self.stream.finish();
-            }
-            SenderEnd::Caller => {
-                let _ = self.stream.reset(wire::STREAM_CANCELLED.into());
-            }
-            SenderEnd::Handler(back) => {
-                if let Err(mut stream) = back.send(self.stream) {
-                    let _ = stream.reset(wire::STREAM_CANCELLED.into());
-                }
-            }
-        }
-    }
-
-    async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
-        let write = self.stream.write_chunk(chunk);
-        let mut write = std::pin::pin!(write);
-        // Most writes complete at once; a timer is armed only for one that waits.
-        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-        match first {
-            Poll::Ready(done) => done.map_err(Error::from_write),
-            Poll::Pending => {
-                bounded(self.deadline, self.idle, async {
-                    write.await.map_err(Error::from_write)
-                })
-                .await
-            }
-        }
-    }
-}
 
 /// The receiving half of a stream, shared by a [`Receiver`] and, on the calling side of
 /// server-streaming and bidirectional calls, the [`Response`] that ends it.
@@ -388,7 +65,7 @@ impl InboundState {
                 Ok(Bytes::copy_from_slice(reader.payload()))
             }
             Ok(Some(TAG_STATUS)) if self.expects_result => {
-                Err(wire::decode_status(reader.payload()))
+                Err(Error::from_status_payload(reader.payload()))
             }
             Ok(Some(tag)) => Err(Error::Protocol(format!(
                 "unexpected frame tag {tag:#04x} in a message stream"
@@ -397,7 +74,7 @@ impl InboundState {
                 "stream ended without the call's result".into(),
             )),
             Ok(None) => Ok(Bytes::new()),
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
         };
         reader.consume();
         self.finish(end);
@@ -407,7 +84,7 @@ impl InboundState {
     /// Decodes the item at the front of the reader and moves past it.
     fn take_item<T: DeserializeOwned>(&mut self) -> Result<T, Error> {
         let reader = self.reader.as_mut().ok_or(Error::Cancelled)?;
-        let item = wire::decode(reader.payload());
+        let item = wire::decode(reader.payload()).map_err(Error::from);
         reader.consume();
         item
     }
@@ -517,7 +194,7 @@ impl<T> Receiver<T> {
                 let payload =
                     with_deadline(deadline, std::future::poll_fn(|cx| result.poll_result(cx)))
                         .await?;
-                wire::decode(&payload)
+                Ok(wire::decode(&payload)?)
             }),
         };
         (Self::from_inbound(inbound, idle, deadline), response)
@@ -676,24 +353,12 @@ impl<R: DeserializeOwned + Send + 'static> Response<R> {
     }
 }
 
-async fn with_deadline<F: Future<Output = Result<T, Error>>, T>(
-    deadline: Option<Instant>,
-    fut: F,
-) -> Result<T, Error> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut)
-            .await
-            .unwrap_or(Err(Error::Timeout)),
-        None => fut.await,
-    }
-}
-
 /// Reads the RESULT or STATUS frame that ends a call, decoding it where it lies.
 pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -> Result<R, Error> {
     let tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
     let result = match tag {
-        Some(TAG_RESULT) => wire::decode(reader.payload()),
-        Some(TAG_STATUS) => Err(wire::decode_status(reader.payload())),
+        Some(TAG_RESULT) => wire::decode(reader.payload()).map_err(Error::from),
+        Some(TAG_STATUS) => Err(Error::from_status_payload(reader.payload())),
         Some(tag) => Err(Error::Protocol(format!(
             "expected the call's result, got frame tag {tag:#04x}"
         ))),
@@ -710,21 +375,5 @@ impl<R> Future for Response<R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.fut.as_mut().poll(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn is_send<T: Send>(_: &T) {}
-
-    /// Handlers run on any thread: the futures of both stream ends must be `Send`.
-    #[allow(dead_code)]
-    fn stream_futures_are_send(mut tx: Sender<u8>, mut rx: Receiver<u8>, response: Response<u8>) {
-        use futures::StreamExt;
-        is_send(&tx.send(1));
-        is_send(&rx.next());
-        is_send(&response);
     }
 }

@@ -1,4 +1,5 @@
-//! The serving side: services, incoming calls and the context a handler can reach.
+//! One incoming call, from its accepted header to its final frame: the serving functions
+//! generated servers call, the handler run under the call's deadline, and the answer.
 
 use std::any::Any;
 use std::fmt;
@@ -15,100 +16,14 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
+use crate::context::CallContext;
+use crate::deadline::within;
 use crate::error::Error;
-use crate::identity::NodeId;
 use crate::stream::{Receiver, Sender};
-use crate::wire::{self, FrameReader, IncomingHeader, Kind, StatusCode, Text, TAG_RESULT};
+use crate::wire::{self, FrameReader, IncomingHeader, Kind, StatusCode, TAG_RESULT};
 
 /// The future that serves one call.
 pub type CallFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-/// A service a node serves: what `#[service]` generates as `{Trait}Server`.
-///
-/// Register one with [`NodeBuilder::serve`](crate::NodeBuilder::serve) or
-/// [`Node::serve`](crate::Node::serve).
-pub trait Service: Send + Sync + 'static {
-    /// The service's name on the wire.
-    fn name(&self) -> &str;
-
-    /// Routes one incoming call to its method.
-    fn call(&self, call: IncomingCall) -> CallFuture;
-}
-
-tokio::task_local! {
-    static CONTEXT: CallContext;
-}
-
-/// What a handler can know about the call it serves: who called, until when, with which
-/// metadata, and the connection to call the caller back on.
-///
-/// Reach it from inside a handler with [`CallContext::current`]. It is set for the handler's
-/// own task; a task the handler spawns does not inherit it, so pass a clone along.
-#[derive(Clone)]
-pub struct CallContext {
-    connection: Connection,
-    service: Text,
-    method: Text,
-    deadline: Option<Instant>,
-    metadata: Vec<(String, String)>,
-}
-
-impl fmt::Debug for CallContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CallContext")
-            .field("remote_id", &self.remote_id())
-            .field("service", &self.service())
-            .field("method", &self.method())
-            .field("deadline", &self.deadline)
-            .field("metadata", &self.metadata)
-            .finish()
-    }
-}
-
-impl CallContext {
-    /// The context of the call the current task is serving; `None` outside a handler.
-    pub fn current() -> Option<CallContext> {
-        CONTEXT.try_with(CallContext::clone).ok()
-    }
-
-    /// The verified node id of the caller.
-    pub fn remote_id(&self) -> NodeId {
-        self.connection.remote_id()
-    }
-
-    /// The connection the call arrived on. Build a client from it to call the caller back.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
-    }
-
-    /// The service name the caller used.
-    pub fn service(&self) -> &str {
-        self.service.as_str()
-    }
-
-    /// The method name the caller used.
-    pub fn method(&self) -> &str {
-        self.method.as_str()
-    }
-
-    /// When the caller stops waiting, if it set a deadline. The handler is stopped then.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// The value of a metadata entry the caller attached.
-    pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All metadata entries, in the order the caller attached them.
-    pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-}
 
 /// One call that arrived at this node and passed header checks, waiting for its method to
 /// serve it. Generated servers pass it to the method's serving function.
@@ -145,13 +60,13 @@ impl IncomingCall {
             .timeout_us
             .map(|us| Instant::now() + std::time::Duration::from_micros(us));
         IncomingCall {
-            context: CallContext {
+            context: CallContext::new(
                 connection,
-                service: header.service,
-                method: header.method,
+                header.service,
+                header.method,
                 deadline,
-                metadata: header.metadata,
-            },
+                header.metadata,
+            ),
             kind: header.kind,
             args,
             reader: Some(reader),
@@ -186,7 +101,7 @@ impl IncomingCall {
                 self.kind.name()
             )));
         }
-        wire::decode(&self.args)
+        Ok(wire::decode(&self.args)?)
     }
 
     /// Serves a request-response method.
@@ -225,8 +140,8 @@ impl IncomingCall {
             };
             let context = self.context.clone();
             let deadline = context.deadline();
-            let run = CONTEXT.scope(context, guarded(move || handler(args)));
-            match with_deadline(deadline, run).await {
+            let run = context.scope(guarded(move || handler(args)));
+            match within(deadline, run).await {
                 Ok(Ok(())) => {}
                 Ok(Err(panic)) => tracing::warn!(
                     method = self.method(),
@@ -362,16 +277,6 @@ where
     AssertUnwindSafe(fut).catch_unwind().await
 }
 
-async fn with_deadline<F: Future>(
-    deadline: Option<Instant>,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut).await,
-        None => Ok(fut.await),
-    }
-}
-
 fn panic_message(panic: &Panic) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         format!("handler panicked: {s}")
@@ -439,7 +344,7 @@ async fn respond<R, Fut>(
         }
     };
     let mut caller_gone = std::pin::pin!(caller_gone);
-    let run = CONTEXT.scope(context, guarded(move || fut));
+    let run = context.scope(guarded(move || fut));
     let mut run = std::pin::pin!(run);
     // A handler that completes at once needs neither a deadline timer nor a watch on the
     // caller; only one that waits is raced against both.
@@ -447,13 +352,14 @@ async fn respond<R, Fut>(
     let outcome = match first {
         Poll::Ready(outcome) => Ok(outcome),
         Poll::Pending => tokio::select! {
-            outcome = with_deadline(deadline, run.as_mut()) => outcome,
+            outcome = within(deadline, run.as_mut()) => outcome,
             // Returning drops `run`, which cancels the handler.
             () = &mut caller_gone => return,
         },
     };
     let frame = match &outcome {
         Ok(Ok(value)) => wire::encode(TAG_RESULT, value, max).unwrap_or_else(|err| {
+            let err = Error::from(err);
             wire::encode_status(
                 err.status_code(),
                 &format!("result not sent: {}", err.status_message()),
@@ -476,7 +382,7 @@ async fn respond<R, Fut>(
             }
         }
         (None, Some(back)) => tokio::select! {
-            send = with_deadline(deadline, back) => send.ok().and_then(Result::ok),
+            send = within(deadline, back) => send.ok().and_then(Result::ok),
             () = &mut caller_gone => None,
         },
         (None, None) => None,

@@ -1,0 +1,129 @@
+//! The serving engine: the loops that accept the streams a peer opens on a connection, and
+//! the checks that turn each stream's header into an [`IncomingCall`] for its service.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::incoming::{reject, IncomingCall};
+use crate::service::Services;
+use crate::wire::{self, FrameReader, Kind, TAG_CALL};
+
+/// Serves the calls `conn`'s peer makes, in a task of its own, until the connection closes;
+/// then `on_close` is dropped.
+pub(crate) fn spawn<T: Send + 'static>(conn: Connection, services: Arc<Services>, on_close: T) {
+    tokio::spawn(async move {
+        serve(conn, services).await;
+        drop(on_close);
+    });
+}
+
+/// Accepts the streams the peer opens and serves each as a call, until the connection closes.
+async fn serve(conn: Connection, services: Arc<Services>) {
+    let limit = Arc::new(Semaphore::new(conn.config().max_concurrent_calls));
+    // Notifications arrive on unidirectional streams, every other call on a bidirectional
+    // one; each kind has its own accept loop, so neither polls the other's.
+    let uni = tokio::spawn(serve_notifications(
+        conn.clone(),
+        Arc::clone(&services),
+        Arc::clone(&limit),
+    ));
+    while let Ok((send, recv)) = conn.quic().accept_bi().await {
+        let call = serve_stream(
+            conn.clone(),
+            Arc::clone(&services),
+            Some(send),
+            recv,
+            Arc::clone(&limit),
+        );
+        conn.shared().tracker().spawn(call);
+    }
+    let _ = uni.await;
+}
+
+async fn serve_notifications(conn: Connection, services: Arc<Services>, limit: Arc<Semaphore>) {
+    while let Ok(recv) = conn.quic().accept_uni().await {
+        let call = serve_stream(
+            conn.clone(),
+            Arc::clone(&services),
+            None,
+            recv,
+            Arc::clone(&limit),
+        );
+        conn.shared().tracker().spawn(call);
+    }
+}
+
+/// Reads one call's header and hands the call to its service.
+async fn serve_stream(
+    conn: Connection,
+    services: Arc<Services>,
+    send: Option<quinn::SendStream>,
+    recv: quinn::RecvStream,
+    limit: Arc<Semaphore>,
+) {
+    let config = conn.config();
+    let mut reader = conn.reader(recv);
+    let first = tokio::time::timeout(config.header_timeout, reader.frame()).await;
+    let payload = match first {
+        Ok(Ok(Some((TAG_CALL, payload)))) => payload,
+        Ok(Ok(Some((tag, _)))) => {
+            let err = Error::Protocol(format!("expected a call header, got frame tag {tag:#04x}"));
+            return refuse(&conn, reader, send, err).await;
+        }
+        // The peer opened a stream and finished it without a call: nothing to answer.
+        Ok(Ok(None)) => {
+            return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await
+        }
+        Ok(Err(err)) => return refuse(&conn, reader, send, err.into()).await,
+        Err(_) => {
+            let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));
+            return refuse(&conn, reader, send, err).await;
+        }
+    };
+    let (header, args) = match wire::decode_call(&payload) {
+        Ok(call) => call,
+        Err(err) => return refuse(&conn, reader, send, err.into()).await,
+    };
+    if send.is_none() != (header.kind == Kind::Notify) {
+        let err =
+            Error::Protocol("notifications, and only they, use unidirectional streams".into());
+        return refuse(&conn, reader, send, err).await;
+    }
+    if conn.is_shutting_down() {
+        return refuse(&conn, reader, send, Error::ShuttingDown).await;
+    }
+    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+        let err = Error::Overloaded(format!(
+            "more than {} calls in flight on this connection",
+            config.max_concurrent_calls
+        ));
+        return refuse(&conn, reader, send, err).await;
+    };
+    let Some(service) = services.get(header.service.as_str()) else {
+        let err = Error::UnknownService(header.service.as_str().to_string());
+        return refuse(&conn, reader, send, err).await;
+    };
+    let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit);
+    service.call(call).await;
+}
+
+/// Answers a stream that will not be served, telling the peer to stop sending on it.
+async fn refuse(
+    conn: &Connection,
+    mut reader: FrameReader,
+    send: Option<quinn::SendStream>,
+    err: Error,
+) {
+    tracing::debug!(%err, "call refused");
+    let code = match err {
+        Error::ShuttingDown => wire::STREAM_REFUSED,
+        Error::Protocol(_) | Error::MessageTooLarge(_) => wire::STREAM_PROTOCOL,
+        _ => wire::STREAM_CANCELLED,
+    };
+    reader.try_finish();
+    reader.stop(code);
+    reject(conn, send, &err).await;
+}

@@ -1,0 +1,222 @@
+//! Nodes: an identity bound to a UDP socket, the services it serves and the connections it
+//! makes.
+
+mod builder;
+mod endpoint;
+mod transport;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builder::NodeBuilder;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::dispatch;
+use crate::error::Error;
+use crate::id::NodeId;
+use crate::identity::SecretKey;
+use crate::service::{Service, Services};
+use crate::shared::Shared;
+use crate::tls::{self, ExpectedPeer};
+use crate::wire;
+use endpoint::ServerConfigs;
+use transport::{Transports, MAX_UDP_PAYLOAD};
+
+/// A dep2p node: an identity bound to a UDP socket, serving its services to any peer that
+/// connects and calling peers it connects to.
+///
+/// Cheap to clone. Dropping the last handle closes the node's socket and every connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), dep2p_runtime::Error> {
+/// use dep2p_runtime::Node;
+///
+/// let server = Node::builder().bind("127.0.0.1:0").await?;
+/// let client = Node::builder().bind("127.0.0.1:0").await?;
+/// let conn = client.connect(server.local_addr(), server.id()).await?;
+/// assert_eq!(conn.remote_id(), server.id());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    key: SecretKey,
+    /// The node's certificate and key in rustls' form, made once.
+    certificate: rustls::pki_types::CertificateDer<'static>,
+    private: rustls::pki_types::PrivateKeyDer<'static>,
+    transports: Transports,
+    shared: Arc<Shared>,
+    services: Arc<Services>,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.endpoint
+            .close(wire::CLOSE_NORMAL.into(), b"node dropped");
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.inner.shared.id())
+            .field("local_addr", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Starts configuring a node.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Binds a node with a validated configuration and starts its accept loop.
+    fn start(
+        config: Config,
+        key: SecretKey,
+        services: Vec<Arc<dyn Service>>,
+        addr: SocketAddr,
+    ) -> Result<Node, Error> {
+        let transports = Transports::new(&config)?;
+        let (cert, private) = key.certificate()?;
+        let crypto = Arc::new(tls::server_config(&cert, &private)?);
+        let server_config = |transport: &Arc<quinn::TransportConfig>| {
+            let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
+            server.transport_config(Arc::clone(transport));
+            Arc::new(server)
+        };
+        let servers = ServerConfigs {
+            wan: server_config(&transports.wan),
+            loopback: server_config(&transports.loopback),
+        };
+
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(MAX_UDP_PAYLOAD)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let socket = transport::udp_socket(addr)?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config,
+            Some(quinn::ServerConfig::clone(&servers.wan)),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        let local_addr = endpoint.local_addr()?;
+        let shared = Arc::new(Shared::new(key.public(), config));
+        let registry = Arc::new(Services::default());
+        for service in services {
+            registry.add(service);
+        }
+        tokio::spawn(endpoint::accept(
+            endpoint.clone(),
+            servers,
+            Arc::clone(&shared),
+            Arc::clone(&registry),
+        ));
+        Ok(Node {
+            inner: Arc::new(NodeInner {
+                endpoint,
+                local_addr,
+                key,
+                certificate: cert,
+                private,
+                transports,
+                shared,
+                services: registry,
+            }),
+        })
+    }
+
+    /// This node's identity.
+    pub fn id(&self) -> NodeId {
+        self.inner.shared.id()
+    }
+
+    /// This node's key.
+    pub fn secret_key(&self) -> &SecretKey {
+        &self.inner.key
+    }
+
+    /// The UDP address the node is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Serves `service` on every connection, current and future. A service of the same name
+    /// is replaced.
+    pub fn serve(&self, service: impl Service) {
+        self.inner.services.add(Arc::new(service));
+    }
+
+    /// Connects to the node `id` at `addr`.
+    ///
+    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, and with
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout.
+    pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
+        let inner = &self.inner;
+        if inner.shared.is_shutting_down() {
+            return Err(Error::Closed);
+        }
+        let verifier = Arc::new(ExpectedPeer::new(id));
+        let crypto = tls::client_config(&inner.certificate, &inner.private, verifier.clone())?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(inner.transports.for_peer(addr));
+
+        let unreachable = |reason: String| Error::Unreachable { addr, reason };
+        let connecting = inner
+            .endpoint
+            .connect_with(config, addr, "dep2p")
+            .map_err(|e| unreachable(e.to_string()))?;
+        let timeout = inner.shared.config().connect_timeout;
+        let quic = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(quic)) => quic,
+            Ok(Err(err)) => {
+                let presented = verifier.presented.lock().ok().and_then(|p| *p);
+                return Err(match presented {
+                    Some(presented) if presented != id => Error::WrongNodeId {
+                        expected: id,
+                        presented,
+                    },
+                    _ => unreachable(err.to_string()),
+                });
+            }
+            Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
+        };
+        let conn = Connection::new(quic, id, Arc::clone(&inner.shared));
+        dispatch::spawn(conn.clone(), Arc::clone(&inner.services), ());
+        Ok(conn)
+    }
+
+    /// Stops taking new calls and connections, lets the calls in flight finish for up to
+    /// `grace`, then closes every connection.
+    ///
+    /// Calls that arrive meanwhile fail with [`Error::ShuttingDown`] on the caller's side, as
+    /// do calls still running when the grace period ends.
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.shared.begin_shutdown();
+        inner.endpoint.set_server_config(None);
+        inner.shared.tracker().close();
+        let _ = tokio::time::timeout(grace, inner.shared.tracker().wait()).await;
+        inner
+            .endpoint
+            .close(wire::CLOSE_SHUTDOWN.into(), b"shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
+    }
+
+    /// Closes every connection at once, failing the calls in flight.
+    pub fn close(&self) {
+        let inner = &self.inner;
+        inner.shared.begin_shutdown();
+        inner.endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"closed");
+    }
+}

@@ -1,0 +1,266 @@
+//! The frame format: frames, the call header, status and error codes. `docs/PROTOCOL.md` is the
+//! normative description; the constants here are the ones it names.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::WireError;
+
+/// ALPN protocol identifier, carrying the protocol version.
+pub const ALPN: &[u8] = b"dep2p/1";
+
+/// Frame tags.
+pub(crate) const TAG_CALL: u8 = 0x01;
+pub(crate) const TAG_ITEM: u8 = 0x02;
+pub(crate) const TAG_RESULT: u8 = 0x03;
+pub(crate) const TAG_STATUS: u8 = 0x04;
+
+/// Bytes before a frame's payload: a 4-byte big-endian length, then the tag.
+pub(crate) const FRAME_HEAD: usize = 5;
+
+/// Stream error codes (RESET_STREAM and STOP_SENDING).
+pub(crate) const STREAM_CANCELLED: u32 = 0x01;
+pub(crate) const STREAM_REFUSED: u32 = 0x02;
+pub(crate) const STREAM_PROTOCOL: u32 = 0x03;
+
+/// Connection close codes.
+pub(crate) const CLOSE_NORMAL: u32 = 0x00;
+pub(crate) const CLOSE_SHUTDOWN: u32 = 0x01;
+
+/// The kind of a call, sent in its header so both sides agree on the stream's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Kind {
+    /// One request, one response.
+    Unary = 0,
+    /// One request, no response (on a unidirectional stream).
+    Notify = 1,
+    /// One request, a stream of responses.
+    ServerStream = 2,
+    /// A stream of requests, one response.
+    ClientStream = 3,
+    /// Both directions stream.
+    Bidi = 4,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Unary => "request-response",
+            Kind::Notify => "notification",
+            Kind::ServerStream => "server-streaming",
+            Kind::ClientStream => "client-streaming",
+            Kind::Bidi => "bidirectional-streaming",
+        }
+    }
+}
+
+/// Status codes carried in a STATUS frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub(crate) enum StatusCode {
+    Cancelled = 1,
+    DeadlineExceeded = 2,
+    UnknownService = 3,
+    UnknownMethod = 4,
+    Decode = 5,
+    MessageTooLarge = 6,
+    HandlerFailed = 7,
+    ShuttingDown = 8,
+    Overloaded = 9,
+    Protocol = 10,
+    IdleTimeout = 11,
+}
+
+impl StatusCode {
+    pub(crate) fn from_u16(code: u16) -> Option<Self> {
+        Some(match code {
+            1 => StatusCode::Cancelled,
+            2 => StatusCode::DeadlineExceeded,
+            3 => StatusCode::UnknownService,
+            4 => StatusCode::UnknownMethod,
+            5 => StatusCode::Decode,
+            6 => StatusCode::MessageTooLarge,
+            7 => StatusCode::HandlerFailed,
+            8 => StatusCode::ShuttingDown,
+            9 => StatusCode::Overloaded,
+            10 => StatusCode::Protocol,
+            11 => StatusCode::IdleTimeout,
+            _ => return None,
+        })
+    }
+}
+
+/// The first thing on every call stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CallHeader<'a> {
+    #[serde(borrow)]
+    pub(crate) service: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub(crate) method: std::borrow::Cow<'a, str>,
+    pub(crate) kind: Kind,
+    /// Time the caller still allows, in microseconds; `None` for no deadline.
+    pub(crate) timeout_us: Option<u64>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// The payload of a STATUS frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Status {
+    pub(crate) code: u16,
+    pub(crate) message: String,
+}
+
+/// Starts a frame of `payload` bytes: room for all of it, the length (patched by [`end`])
+/// and the tag. Fails before allocating if the payload exceeds the limit.
+fn begin(tag: u8, payload: usize, max_message: usize) -> Result<Vec<u8>, WireError> {
+    if payload > max_message {
+        return Err(WireError::MessageTooLarge(format!(
+            "{payload} bytes to send, the limit is {max_message}"
+        )));
+    }
+    let mut buf = Vec::with_capacity(FRAME_HEAD + payload);
+    buf.extend_from_slice(&[0, 0, 0, 0, tag]);
+    Ok(buf)
+}
+
+/// Completes a frame begun with [`begin`].
+fn end(mut buf: Vec<u8>) -> Bytes {
+    // The payload fits in u32: `begin` checked it against the limit, which the node's
+    // configuration keeps below 2^32 - 1.
+    let len = (buf.len() - FRAME_HEAD + 1) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    // Sized exactly, so the conversion takes the vector as it is.
+    Bytes::from(buf)
+}
+
+fn encode_err(err: postcard::Error) -> WireError {
+    WireError::Decode(format!("could not encode: {err}"))
+}
+
+/// Encodes one frame holding `value`.
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    tag: u8,
+    value: &T,
+    max_message: usize,
+) -> Result<Bytes, WireError> {
+    let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
+    let buf = postcard::to_extend(value, begin(tag, size, max_message)?).map_err(encode_err)?;
+    Ok(end(buf))
+}
+
+/// Appends one frame holding `value` to `frames`, sized exactly, or leaves `frames` as it was.
+pub(crate) fn encode_into<T: Serialize>(
+    frames: &mut bytes::BytesMut,
+    tag: u8,
+    value: &T,
+    max: usize,
+) -> Result<(), WireError> {
+    let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
+    if size > max {
+        return Err(WireError::MessageTooLarge(format!(
+            "{size} bytes to send, the limit is {max}"
+        )));
+    }
+    let start = frames.len();
+    frames.reserve(FRAME_HEAD + size);
+    // `size + 1` fits in u32: `max` is kept below 2^32 - 1 by the node's configuration.
+    frames.extend_from_slice(&((size + 1) as u32).to_be_bytes());
+    frames.extend_from_slice(&[tag]);
+    frames.resize(start + FRAME_HEAD + size, 0);
+    if let Err(e) = postcard::to_slice(value, &mut frames[start + FRAME_HEAD..]) {
+        frames.truncate(start);
+        return Err(encode_err(e));
+    }
+    Ok(())
+}
+
+/// Encodes the CALL frame: the header immediately followed by the arguments.
+pub(crate) fn encode_call<A: Serialize>(
+    header: &CallHeader<'_>,
+    args: &A,
+    max_message: usize,
+) -> Result<Bytes, WireError> {
+    let size = postcard::experimental::serialized_size(header).map_err(encode_err)?
+        + postcard::experimental::serialized_size(args).map_err(encode_err)?;
+    let buf =
+        postcard::to_extend(header, begin(TAG_CALL, size, max_message)?).map_err(encode_err)?;
+    let buf = postcard::to_extend(args, buf).map_err(encode_err)?;
+    Ok(end(buf))
+}
+
+/// Encodes a STATUS frame. Never fails: the message is cut to fit.
+pub(crate) fn encode_status(code: StatusCode, message: &str) -> Bytes {
+    let mut message = message.to_string();
+    if message.len() > 1024 {
+        let mut cut = 1024;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    let status = Status {
+        code: code as u16,
+        message,
+    };
+    encode(TAG_STATUS, &status, usize::MAX >> 1).unwrap_or_default()
+}
+
+/// Decodes a message payload.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, WireError> {
+    match postcard::take_from_bytes(payload) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(WireError::Decode(format!(
+            "{} bytes left over after the message",
+            rest.len()
+        ))),
+        Err(e) => Err(WireError::Decode(e.to_string())),
+    }
+}
+
+/// A received call header. The names stay in the frame they arrived in.
+#[derive(Debug)]
+pub(crate) struct IncomingHeader {
+    pub(crate) service: Text,
+    pub(crate) method: Text,
+    pub(crate) kind: Kind,
+    pub(crate) timeout_us: Option<u64>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// UTF-8 text kept in a received frame.
+#[derive(Debug, Clone)]
+pub(crate) struct Text(Bytes);
+
+impl Text {
+    pub(crate) fn as_str(&self) -> &str {
+        // Checked to be UTF-8 when the frame was decoded.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Decodes the CALL frame payload into the header and the undecoded arguments.
+pub(crate) fn decode_call(payload: &Bytes) -> Result<(IncomingHeader, Bytes), WireError> {
+    let (header, rest): (CallHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)
+        .map_err(|e| WireError::Protocol(format!("undecodable call header: {e}")))?;
+    // Borrowed from `payload` when the encoding allows it, which postcard's does.
+    let text = |s: &std::borrow::Cow<'_, str>| match s {
+        std::borrow::Cow::Borrowed(s) => Text(payload.slice_ref(s.as_bytes())),
+        std::borrow::Cow::Owned(s) => Text(Bytes::copy_from_slice(s.as_bytes())),
+    };
+    let incoming = IncomingHeader {
+        service: text(&header.service),
+        method: text(&header.method),
+        kind: header.kind,
+        timeout_us: header.timeout_us,
+        metadata: header.metadata,
+    };
+    let offset = payload.len() - rest.len();
+    Ok((incoming, payload.slice(offset..)))
+}
+
+/// Decodes a STATUS frame payload.
+pub(crate) fn decode_status(payload: &[u8]) -> Result<Status, WireError> {
+    postcard::from_bytes::<Status>(payload)
+        .map_err(|e| WireError::Protocol(format!("undecodable status: {e}")))
+}

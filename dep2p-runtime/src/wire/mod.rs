@@ -1,0 +1,11 @@
+//! The wire format (`docs/PROTOCOL.md` is the normative description) and the reader of
+//! frames. Nothing here knows the public `Error`: failures are [`WireError`]s.
+
+mod error;
+mod frame;
+mod reader;
+
+pub(crate) use error::WireError;
+pub(crate) use frame::*;
+pub use frame::{Kind, ALPN};
+pub(crate) use reader::FrameReader;

@@ -1,0 +1,254 @@
+//! The frame reader: reads whole frames from a QUIC receive stream, checking each frame's
+//! size before allocating and taking room for large frames from the connection's budget.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
+
+use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
+
+/// The most a frame reader sets aside ahead of the bytes that have arrived.
+const READ_AHEAD: usize = 64 * 1024;
+/// The least it asks a read to fill: small for a stream's first frame (most calls are one
+/// small frame, and its buffer lives as long as the call), larger once a stream has shown it
+/// carries more.
+const FIRST_READ: usize = 512;
+const READ_MIN: usize = 16 * 1024;
+
+/// Reads frames from a QUIC receive stream, enforcing the message size limit before
+/// allocating.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    recv: quinn::RecvStream,
+    buf: BytesMut,
+    max_message: usize,
+    done: bool,
+    /// The connection's budget for large frames being received.
+    budget: Arc<Semaphore>,
+    /// Room taken from `budget` for the frame being read, or the wait for it.
+    room: Room,
+    /// The length (head included) of the whole frame at the front of `buf`, if there is one.
+    front: Option<usize>,
+    /// The least room a read is given.
+    read_min: usize,
+}
+
+#[derive(Default)]
+enum Room {
+    /// The frame being read is small enough to need none.
+    #[default]
+    None,
+    Waiting(
+        Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>,
+    ),
+    Held(#[allow(dead_code)] OwnedSemaphorePermit),
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Room::None => "None",
+            Room::Waiting(_) => "Waiting",
+            Room::Held(_) => "Held",
+        })
+    }
+}
+
+/// Frames up to this size are read without taking room from the connection's budget: the
+/// QUIC stream limit already bounds how many such frames can be in progress.
+const SMALL_FRAME: usize = 64 * 1024;
+
+impl FrameReader {
+    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize, budget: Arc<Semaphore>) -> Self {
+        FrameReader {
+            recv,
+            buf: BytesMut::new(),
+            max_message,
+            done: false,
+            budget,
+            room: Room::None,
+            front: None,
+            read_min: FIRST_READ,
+        }
+    }
+
+    /// Takes room for a large frame of `total` bytes from the connection's budget before
+    /// reading it, so that all the large frames a peer has in progress at once stay within
+    /// the budget. Pending while other frames hold the room.
+    fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), WireError>> {
+        if total <= SMALL_FRAME {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            match &mut self.room {
+                Room::Held(_) => return Poll::Ready(Ok(())),
+                Room::Waiting(wait) => match ready!(wait.as_mut().poll(cx)) {
+                    Ok(permit) => self.room = Room::Held(permit),
+                    Err(_) => return Poll::Ready(Err(WireError::Closed)),
+                },
+                Room::None => {
+                    // `total` is at most the message limit, which fits in u32 and is no
+                    // larger than the budget (both checked when the node is configured).
+                    let n = u32::try_from(total).unwrap_or(u32::MAX);
+                    let budget = Arc::clone(&self.budget);
+                    self.room = Room::Waiting(Box::pin(budget.acquire_many_owned(n)));
+                }
+            }
+        }
+    }
+
+    /// The next frame, or `None` when the peer finished the stream at a frame boundary.
+    pub(crate) fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<(u8, Bytes)>, WireError>> {
+        let Some(tag) = ready!(self.poll_ready(cx))? else {
+            return Poll::Ready(Ok(None));
+        };
+        let total = FRAME_HEAD + self.payload().len();
+        self.front = None;
+        self.room = Room::None;
+        let mut frame = self.buf.split_to(total);
+        frame.advance(FRAME_HEAD);
+        Poll::Ready(Ok(Some((tag, frame.freeze()))))
+    }
+
+    /// The payload of the whole frame at the front, after [`poll_ready`](Self::poll_ready)
+    /// returned its tag; empty otherwise.
+    pub(crate) fn payload(&self) -> &[u8] {
+        match self.front {
+            Some(total) => &self.buf[FRAME_HEAD..total],
+            None => &[],
+        }
+    }
+
+    /// Drops the frame at the front, once its payload has been used.
+    pub(crate) fn consume(&mut self) {
+        if let Some(total) = self.front.take() {
+            self.buf.advance(total);
+            self.room = Room::None;
+        }
+    }
+
+    /// Waits until a whole frame is at the front of the buffer and returns its tag, or `None`
+    /// when the peer finished the stream at a frame boundary. The frame stays there, readable
+    /// with [`payload`](Self::payload), until [`consume`](Self::consume): decoding from it
+    /// needs no copy and no allocation.
+    pub(crate) fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<u8>, WireError>> {
+        if self.front.is_some() {
+            return Poll::Ready(Ok(Some(self.buf[4])));
+        }
+        loop {
+            // The length alone decides whether a frame is acceptable: check it as soon as its
+            // four bytes are here, before waiting for (or reserving room for) anything else.
+            let mut wanted = FRAME_HEAD;
+            if self.buf.len() >= 4 {
+                let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]])
+                    as usize;
+                if len == 0 {
+                    let err = WireError::Protocol("frame of length zero".into());
+                    return Poll::Ready(Err(self.fail(err)));
+                }
+                let payload = len - 1;
+                if payload > self.max_message {
+                    let err = WireError::MessageTooLarge(format!(
+                        "{payload} bytes announced, the limit is {}",
+                        self.max_message
+                    ));
+                    return Poll::Ready(Err(self.fail(err)));
+                }
+                wanted = FRAME_HEAD + payload;
+                if self.buf.len() < wanted {
+                    ready!(self.poll_room(cx, wanted))?;
+                }
+                if self.buf.len() >= wanted {
+                    self.front = Some(wanted);
+                    self.read_min = READ_MIN;
+                    return Poll::Ready(Ok(Some(self.buf[4])));
+                }
+            }
+            if self.done {
+                return Poll::Ready(if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(self.fail(WireError::Protocol("stream ended inside a frame".into())))
+                });
+            }
+            // Room for what the frame still needs, but never more than a read can bring at
+            // once: memory grows with the bytes that actually arrive, not with the bytes
+            // a length prefix announces.
+            let spare = self.buf.capacity() - self.buf.len();
+            if spare < READ_AHEAD.min(wanted - self.buf.len()) {
+                self.buf
+                    .reserve(READ_AHEAD.min(wanted - self.buf.len()).max(self.read_min));
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.recv),
+                cx,
+                &mut self.buf
+            ));
+            match read {
+                Ok(0) => self.done = true,
+                Ok(_) => {}
+                Err(e) => {
+                    let err = match e
+                        .into_inner()
+                        .map(|inner| inner.downcast::<quinn::ReadError>())
+                    {
+                        Some(Ok(read)) => WireError::Read(*read),
+                        _ => WireError::ConnectionLost("stream read failed".into()),
+                    };
+                    self.done = true;
+                    self.buf.clear();
+                    return Poll::Ready(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Async form of [`poll_frame`](Self::poll_frame).
+    pub(crate) async fn frame(&mut self) -> Result<Option<(u8, Bytes)>, WireError> {
+        std::future::poll_fn(|cx| self.poll_frame(cx)).await
+    }
+
+    /// Notices, without waiting, that the peer has finished the stream after the last frame.
+    pub(crate) fn try_finish(&mut self) {
+        use futures::FutureExt;
+        if let Some(Ok(None)) = self.frame().now_or_never() {
+            self.done = true;
+        }
+    }
+
+    /// Whether the peer's end of the stream has been read.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.done && self.buf.is_empty()
+    }
+
+    /// Tells the peer to stop sending, with `code`, unless the stream was read to its end.
+    pub(crate) fn stop(&mut self, code: u32) {
+        if !self.done {
+            self.done = true;
+            let _ = self.recv.stop(code.into());
+        }
+    }
+
+    fn fail(&mut self, err: WireError) -> WireError {
+        self.buf.clear();
+        self.front = None;
+        self.stop(err.stop_code());
+        err
+    }
+}
+
+impl Drop for FrameReader {
+    fn drop(&mut self) {
+        self.stop(STREAM_CANCELLED);
+    }
+}

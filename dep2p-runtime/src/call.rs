@@ -11,12 +11,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::connection::Connection;
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::stream::{self, Receiver, Response, Sender};
-use crate::wire::{self, CallHeader, FrameReader, Kind};
+use crate::wire::{self, CallHeader, FrameReader, Kind, TAG_STATUS};
 
 /// The future an awaited call becomes.
 pub type CallResult<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
@@ -100,26 +100,23 @@ impl<K, A: Serialize> Call<K, A> {
     }
 
     /// The call's time bounds: its own timeout or `default`, from now.
-    fn bounds(&self, default: Option<Duration>) -> Bounds {
-        let timeout = self.timeout.or(default);
-        Bounds {
-            timeout,
-            deadline: timeout.map(|t| Instant::now() + t),
-            idle: self.conn.config().idle_stream_timeout,
-        }
+    fn deadline(&self, default: Option<Duration>) -> Deadline {
+        let idle = self.conn.config().idle_stream_timeout;
+        Deadline::new(self.timeout.or(default), idle)
     }
 
-    /// Opens the call's stream and writes its CALL frame, within the deadline.
+    /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
+    /// without one, the idle bound).
     async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
-        let bounds = self.bounds(default_timeout);
-        bounds.run(self.start(kind, bounds)).await
+        let deadline = self.deadline(default_timeout);
+        deadline.answer(self.start(kind, deadline)).await
     }
 
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
-    async fn start(self, kind: Kind, bounds: Bounds) -> Result<Started, Error> {
+    async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started, Error> {
         let max_message = self.conn.config().max_message_size;
         // Encoding first fails an oversized call before it takes a stream.
-        let mut frame = self.frame(kind, bounds.timeout)?;
+        let mut frame = self.frame(kind, deadline.remaining())?;
         let conn = self.conn.quic();
         let open = async {
             if kind == Kind::Notify {
@@ -137,47 +134,49 @@ impl<K, A: Serialize> Call<K, A> {
                     let opened = open.await?;
                     // Waiting for a stream (the peer's stream limit) used up part of the
                     // deadline: the header must carry the time actually left.
-                    if let Some(deadline) = bounds.deadline {
-                        let left = deadline.saturating_duration_since(Instant::now());
+                    if let Some(left) = deadline.remaining() {
                         frame = self.frame(kind, Some(left))?;
                     }
                     opened
                 }
             };
-        send.write_chunk(frame).await.map_err(Error::from_write)?;
+        let mut reader = recv.map(|recv| self.conn.reader(recv));
+        if let Err(err) = send.write_chunk(frame).await {
+            let err = Error::from_write(err);
+            return Err(match (&err, reader.as_mut()) {
+                // The callee stopped the request: it says why in a STATUS, which wins.
+                (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
+                    self.conn.refusal(reader, deadline).await.unwrap_or(err)
+                }
+                _ => err,
+            });
+        }
         if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
             let _ = send.finish();
         }
         Ok(Started {
             send,
-            reader: recv.map(|recv| self.conn.reader(recv)),
-            bounds,
+            reader,
+            deadline,
             max_message,
         })
     }
 }
 
-/// How long a call may take: its timeout, the deadline that makes, and the idle-stream
-/// timeout.
-#[derive(Debug, Clone, Copy)]
-struct Bounds {
-    timeout: Option<Duration>,
-    deadline: Option<Instant>,
-    idle: Duration,
-}
-
-impl Bounds {
-    /// Runs `fut` within these bounds, with one timer.
-    async fn run<T>(self, fut: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
-        match (self.timeout, self.deadline) {
-            // The deadline comes first: the idle timeout need not be worked out.
-            (Some(timeout), Some(deadline)) if timeout <= self.idle => {
-                tokio::time::timeout_at(deadline, fut)
-                    .await
-                    .unwrap_or(Err(Error::Timeout))
+impl Connection {
+    /// The reason a callee gave for stopping a call's request direction: the STATUS it sent on
+    /// the response direction, if one arrives within a few round trips (it is sent with, or
+    /// just after, the STOP_SENDING).
+    async fn refusal(&self, reader: &mut FrameReader, deadline: Deadline) -> Option<Error> {
+        let wait = self.rtt().saturating_mul(4) + Duration::from_millis(200);
+        let wait = deadline.remaining().map_or(wait, |left| left.min(wait));
+        let status = async {
+            match std::future::poll_fn(|cx| reader.poll_ready(cx)).await {
+                Ok(Some(TAG_STATUS)) => Some(Error::from_status_payload(reader.payload())),
+                _ => None,
             }
-            _ => crate::deadline::bounded(self.deadline, self.idle, fut).await,
-        }
+        };
+        Deadline::after(wait).within(status).await.ok().flatten()
     }
 }
 
@@ -186,7 +185,7 @@ struct Started {
     send: quinn::SendStream,
     /// The response stream, for every kind but notifications.
     reader: Option<FrameReader>,
-    bounds: Bounds,
+    deadline: Deadline,
     max_message: usize,
 }
 
@@ -200,11 +199,11 @@ impl Started {
     }
 
     /// The caller's sender of stream items, the response reader and the call's bounds.
-    fn into_sender<T>(self) -> Result<(Sender<T>, FrameReader, Bounds), Error> {
-        let (bounds, max_message) = (self.bounds, self.max_message);
+    fn into_sender<T>(self) -> Result<(Sender<T>, FrameReader, Deadline), Error> {
+        let (deadline, max_message) = (self.deadline, self.max_message);
         let (send, reader) = self.halves()?;
-        let sender = Sender::caller(send, max_message, bounds.idle, bounds.deadline);
-        Ok((sender, reader, bounds))
+        let sender = Sender::caller(send, max_message, deadline);
+        Ok((sender, reader, deadline))
     }
 }
 
@@ -261,11 +260,12 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let bounds = self.bounds(Some(self.conn.config().request_timeout));
-            // One timer for the whole call.
-            bounds
-                .run(async move {
-                    let (_send, mut reader) = self.start(Kind::Unary, bounds).await?.halves()?;
+            let deadline = self.deadline(Some(self.conn.config().request_timeout));
+            // One timer for the whole call: it waits for an answer, however long the handler
+            // takes within the deadline.
+            deadline
+                .answer(async move {
+                    let (_send, mut reader) = self.start(Kind::Unary, deadline).await?.halves()?;
                     let result = stream::read_result(&mut reader).await;
                     reader.try_finish();
                     result
@@ -302,13 +302,9 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let started = self.open(Kind::ServerStream, None).await?;
-            let bounds = started.bounds;
+            let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
-            Ok(Receiver::with_response(
-                reader,
-                bounds.idle,
-                bounds.deadline,
-            ))
+            Ok(Receiver::with_response(reader, deadline))
         })
     }
 }
@@ -325,8 +321,8 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let started = self.open(Kind::ClientStream, None).await?;
-            let (sender, reader, bounds) = started.into_sender()?;
-            let response = Response::from_reader(reader, bounds.idle, bounds.deadline);
+            let (sender, reader, deadline) = started.into_sender()?;
+            let response = Response::from_reader(reader, deadline);
             Ok((sender, response))
         })
     }
@@ -345,9 +341,8 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             let started = self.open(Kind::Bidi, None).await?;
-            let (sender, reader, bounds) = started.into_sender()?;
-            let (receiver, response) =
-                Receiver::with_response(reader, bounds.idle, bounds.deadline);
+            let (sender, reader, deadline) = started.into_sender()?;
+            let (receiver, response) = Receiver::with_response(reader, deadline);
             Ok((sender, receiver, response))
         })
     }

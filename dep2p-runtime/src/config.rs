@@ -44,6 +44,11 @@ pub(crate) struct Config {
     pub(crate) keep_alive_interval: Duration,
     /// Whether connections to peers on this machine use large datagrams. Default: true.
     pub(crate) fast_loopback: bool,
+    /// The longest deadline this node grants a call a peer makes; `None` for no cap.
+    /// Default: none.
+    pub(crate) max_call_deadline: Option<Duration>,
+    /// Whether a handler's panic message travels to the caller. Default: false.
+    pub(crate) send_panic_messages: bool,
 }
 
 impl Default for Config {
@@ -63,6 +68,8 @@ impl Default for Config {
             idle_connection_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             fast_loopback: true,
+            max_call_deadline: None,
+            send_panic_messages: false,
         }
     }
 }
@@ -70,6 +77,24 @@ impl Default for Config {
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), crate::Error> {
         let err = |msg: &str| Err(crate::Error::Config(msg.to_string()));
+        let zero = [
+            ("request_timeout", self.request_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("header_timeout", self.header_timeout),
+            ("idle_stream_timeout", self.idle_stream_timeout),
+            ("idle_connection_timeout", self.idle_connection_timeout),
+        ];
+        if let Some((name, _)) = zero.iter().find(|(_, d)| d.is_zero()) {
+            return Err(crate::Error::Config(format!(
+                "{name} must be longer than zero"
+            )));
+        }
+        if self.max_call_deadline.is_some_and(|d| d.is_zero()) {
+            return err("max_call_deadline must be longer than zero");
+        }
+        if self.max_connections == 0 {
+            return err("max_connections must be at least 1");
+        }
         if self.max_message_size == 0 || self.max_message_size >= u32::MAX as usize {
             return err("max_message_size must be between 1 and 2^32 - 2 bytes");
         }
@@ -86,6 +111,26 @@ impl Config {
             return err("connection_window must be at least stream_window, which must be > 0");
         }
         Ok(())
+    }
+
+    /// The deadline this node grants a call of `kind` that asked for `requested` (`None`: no
+    /// deadline): the caller's, cut to the node's cap. Request-response calls and
+    /// notifications that arrive without one get the request timeout.
+    pub(crate) fn granted_deadline(
+        &self,
+        kind: crate::wire::Kind,
+        requested: Option<Duration>,
+    ) -> Option<Duration> {
+        use crate::wire::Kind;
+        let requested = requested.or(match kind {
+            Kind::Unary | Kind::Notify => Some(self.request_timeout),
+            _ => None,
+        });
+        match (requested, self.max_call_deadline) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (None, cap) => cap,
+            (asked, None) => asked,
+        }
     }
 
     /// The connection buffer in force: never smaller than one message of the largest size.

@@ -1,49 +1,242 @@
-//! Time bounds of the waits in a call: the call's deadline and the idle-stream bound.
+//! The one type that bounds every wait of a call: [`Deadline`], a call's deadline plus an
+//! idle bound that restarts whenever the call makes progress.
+//!
+//! The rules, the same for every kind of call and both sides:
+//!
+//! * waiting for a *peer's progress* (the next frame, room in a stream's flow-control window,
+//!   a write to complete) ends at the deadline or after the idle bound, whichever is first;
+//!   the idle bound counts from the last progress;
+//! * waiting for an *answer* (a request-response call's result, a client-streaming call's
+//!   response, a handler's run) ends at the deadline; a call without a deadline waits for an
+//!   answer for the idle bound instead, since nothing may wait forever;
+//! * a duration too large to add to the clock (`Duration::MAX`) means "no bound".
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::Error;
 
-/// Runs `fut` under the call's deadline and the stream's idle timeout.
-pub(crate) async fn bounded<F: Future<Output = Result<T, Error>>, T>(
-    deadline: Option<Instant>,
-    idle: Duration,
-    fut: F,
-) -> Result<T, Error> {
-    let idle_at = Instant::now() + idle;
-    match deadline {
-        Some(deadline) if deadline <= idle_at => tokio::time::timeout_at(deadline, fut)
-            .await
-            .unwrap_or(Err(Error::Timeout)),
-        _ => tokio::time::timeout_at(idle_at, fut)
-            .await
-            .unwrap_or(Err(Error::IdleTimeout)),
+/// The time bounds of one call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    /// When the call must be over; `None` for no deadline.
+    at: Option<Instant>,
+    /// The longest wait without progress; `None` for no idle bound.
+    idle: Option<Duration>,
+}
+
+/// `now + duration`, or `None` for a duration the clock cannot represent ("no bound").
+fn later(now: Instant, duration: Duration) -> Option<Instant> {
+    now.checked_add(duration)
+}
+
+impl Deadline {
+    /// Bounds for a call that must end `timeout` from now (none: no deadline) and whose waits
+    /// may last `idle` without progress.
+    pub(crate) fn new(timeout: Option<Duration>, idle: Duration) -> Self {
+        let at = timeout.and_then(|t| later(Instant::now(), t));
+        Deadline::until(at, idle)
+    }
+
+    /// Bounds for a call that must end at `at` (none: no deadline).
+    pub(crate) fn until(at: Option<Instant>, idle: Duration) -> Self {
+        let idle = later(Instant::now(), idle).map(|_| idle);
+        Deadline { at, idle }
+    }
+
+    /// A single bound, `timeout` from now, with no idle bound: a handshake, a header, a grace
+    /// period.
+    pub(crate) fn after(timeout: Duration) -> Self {
+        Deadline {
+            at: later(Instant::now(), timeout),
+            idle: None,
+        }
+    }
+
+    /// When the call must be over, if it has a deadline.
+    pub(crate) fn instant(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// The time left until the deadline, if there is one (zero once it has passed).
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        self.at
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed.
+    pub(crate) fn is_expired(&self) -> bool {
+        self.at.is_some_and(|at| at <= Instant::now())
+    }
+
+    /// When a wait that started at `since` without progress ends, and with which error.
+    fn due(&self, since: Instant) -> Option<(Instant, Error)> {
+        let idle_at = self.idle.and_then(|idle| later(since, idle));
+        match (self.at, idle_at) {
+            (Some(at), Some(idle_at)) if at <= idle_at => Some((at, Error::Timeout)),
+            (_, Some(idle_at)) => Some((idle_at, Error::IdleTimeout)),
+            (Some(at), None) => Some((at, Error::Timeout)),
+            (None, None) => None,
+        }
+    }
+
+    /// When waiting for an answer ends: at the deadline, or, without one, after the idle
+    /// bound from now.
+    fn answer_due(&self) -> Option<(Instant, Error)> {
+        match self.at {
+            Some(at) => Some((at, Error::Timeout)),
+            None => self.due(Instant::now()),
+        }
+    }
+
+    /// Runs `fut`, one wait for the peer's progress: it fails at the deadline or when the
+    /// idle bound has passed from now.
+    pub(crate) async fn progress<T>(
+        &self,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        bound(self.due(Instant::now()), fut).await
+    }
+
+    /// Runs `fut`, a wait for an answer: it fails at the deadline or, without one, when the
+    /// idle bound has passed from now.
+    pub(crate) async fn answer<T>(
+        &self,
+        fut: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        bound(self.answer_due(), fut).await
+    }
+
+    /// Runs `fut` until the deadline (no idle bound): `Err(Error::Timeout)` if the deadline
+    /// comes first. For a handler's run, which may take as long as its caller allows.
+    pub(crate) async fn within<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
+        match self.at {
+            Some(at) => tokio::time::timeout_at(at, fut)
+                .await
+                .map_err(|_| Error::Timeout),
+            None => Ok(fut.await),
+        }
+    }
+
+    /// A timer for a wait polled by hand, which restarts on progress.
+    pub(crate) fn timer(self) -> IdleTimer {
+        IdleTimer {
+            deadline: self,
+            since: None,
+            sleep: None,
+        }
     }
 }
 
-/// Runs `fut` until the call's deadline, if it has one.
-pub(crate) async fn with_deadline<F: Future<Output = Result<T, Error>>, T>(
-    deadline: Option<Instant>,
-    fut: F,
+async fn bound<T>(
+    due: Option<(Instant, Error)>,
+    fut: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut)
-            .await
-            .unwrap_or(Err(Error::Timeout)),
+    match due {
+        Some((at, err)) => tokio::time::timeout_at(at, fut).await.unwrap_or(Err(err)),
         None => fut.await,
     }
 }
 
-/// Runs `fut` until `deadline`, if there is one; `Err` if the deadline came first.
-pub(crate) async fn within<F: Future>(
-    deadline: Option<Instant>,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
-    match deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline, fut).await,
-        None => Ok(fut.await),
+/// Ends a wait that makes no progress for the idle bound, or that reaches the deadline.
+///
+/// The wait starts at the first poll after progress; the timer underneath is armed once and
+/// moved only when it fires early, not reset on every message.
+#[derive(Debug)]
+pub(crate) struct IdleTimer {
+    deadline: Deadline,
+    /// When the current wait started; `None` right after progress.
+    since: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleTimer {
+    /// The bounds this timer enforces.
+    pub(crate) fn deadline(&self) -> &Deadline {
+        &self.deadline
+    }
+
+    /// Records progress: the next wait starts afresh.
+    pub(crate) fn progress(&mut self) {
+        self.since = None;
+    }
+
+    /// Pending while the current wait is within bounds; the error once it is not.
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let Some((due, err)) = self.deadline.due(since) else {
+            return Poll::Pending;
+        };
+        loop {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= due {
+                return Poll::Ready(err);
+            }
+            sleep.as_mut().reset(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_timeout_is_no_bound() {
+        let d = Deadline::new(Some(Duration::MAX), Duration::MAX);
+        assert_eq!(d.instant(), None);
+        assert!(!d.is_expired());
+        let r: Result<u8, Error> = d.progress(async { Ok(1) }).await;
+        assert_eq!(r.ok(), Some(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_waits_for_the_deadline_not_the_idle_bound() {
+        let d = Deadline::new(Some(Duration::from_secs(5)), Duration::from_millis(300));
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(())
+        };
+        assert!(d.answer(slow).await.is_ok());
+        let never = std::future::pending::<Result<(), Error>>();
+        assert!(matches!(d.answer(never).await, Err(Error::Timeout)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_is_bounded_by_the_idle_bound() {
+        let d = Deadline::new(Some(Duration::from_secs(5)), Duration::from_millis(300));
+        let never = std::future::pending::<Result<(), Error>>();
+        let start = Instant::now();
+        assert!(matches!(d.progress(never).await, Err(Error::IdleTimeout)));
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_an_answer_is_bounded_by_the_idle_bound() {
+        let d = Deadline::new(None, Duration::from_millis(300));
+        let never = std::future::pending::<Result<(), Error>>();
+        assert!(matches!(d.answer(never).await, Err(Error::IdleTimeout)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_restarts_on_progress() {
+        let mut timer = Deadline::new(None, Duration::from_millis(300)).timer();
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let polled = std::future::poll_fn(|cx| Poll::Ready(timer.poll_expired(cx))).await;
+            assert!(polled.is_pending());
+            timer.progress();
+        }
+        let err = std::future::poll_fn(|cx| timer.poll_expired(cx)).await;
+        assert!(matches!(err, Error::IdleTimeout));
     }
 }

@@ -2,11 +2,13 @@
 //! the checks that turn each stream's header into an [`IncomingCall`] for its service.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use crate::connection::Connection;
-use crate::error::Error;
+use crate::deadline::Deadline;
+use crate::error::{peer_text, Error};
 use crate::incoming::{reject, IncomingCall};
 use crate::service::Services;
 use crate::wire::{self, FrameReader, Kind, TAG_CALL};
@@ -66,7 +68,10 @@ async fn serve_stream(
 ) {
     let config = conn.config();
     let mut reader = conn.reader(recv);
-    let first = tokio::time::timeout(config.header_timeout, reader.frame()).await;
+    let header_bound = Deadline::after(config.header_timeout);
+    let first = header_bound
+        .within(async { reader.frame().await.map_err(Error::from) })
+        .await;
     let payload = match first {
         Ok(Ok(Some((TAG_CALL, payload)))) => payload,
         Ok(Ok(Some((tag, _)))) => {
@@ -77,7 +82,7 @@ async fn serve_stream(
         Ok(Ok(None)) => {
             return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await
         }
-        Ok(Err(err)) => return refuse(&conn, reader, send, err.into()).await,
+        Ok(Err(err)) => return refuse(&conn, reader, send, err).await,
         Err(_) => {
             let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));
             return refuse(&conn, reader, send, err).await;
@@ -103,10 +108,18 @@ async fn serve_stream(
         return refuse(&conn, reader, send, err).await;
     };
     let Some(service) = services.get(header.service.as_str()) else {
-        let err = Error::UnknownService(header.service.as_str().to_string());
+        let err = Error::UnknownService(peer_text(header.service.as_str()).into_owned());
         return refuse(&conn, reader, send, err).await;
     };
-    let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit);
+    // The deadline counts from the complete CALL frame (`docs/PROTOCOL.md`, section 10). A
+    // call whose time is already up is not given to its handler.
+    let requested = header.timeout_us.map(Duration::from_micros);
+    let granted = config.granted_deadline(header.kind, requested);
+    let deadline = Deadline::new(granted, config.idle_stream_timeout);
+    if deadline.is_expired() {
+        return refuse(&conn, reader, send, Error::Timeout).await;
+    }
+    let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
     service.call(call).await;
 }
 

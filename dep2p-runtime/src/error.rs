@@ -205,6 +205,22 @@ impl Error {
     }
 }
 
+/// The longest text a peer sent (a service or method name) that goes into an error or a log
+/// line whole; longer text is cut.
+const PEER_TEXT_MAX: usize = 64;
+
+/// Text a peer sent, cut to a length fit for errors and logs.
+pub(crate) fn peer_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= PEER_TEXT_MAX {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut cut = PEER_TEXT_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..cut], text.len()))
+}
+
 impl From<WireError> for Error {
     fn from(err: WireError) -> Self {
         match err {

@@ -13,14 +13,13 @@ use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
-use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::context::CallContext;
-use crate::deadline::within;
-use crate::error::Error;
+use crate::deadline::Deadline;
+use crate::error::{peer_text, Error};
 use crate::stream::{Receiver, Sender};
-use crate::wire::{self, FrameReader, IncomingHeader, Kind, StatusCode, TAG_RESULT};
+use crate::wire::{self, FrameReader, IncomingHeader, Kind, TAG_RESULT};
 
 /// The future that serves one call.
 pub type CallFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -35,6 +34,8 @@ pub struct IncomingCall {
     send: Option<quinn::SendStream>,
     /// For the streaming kinds, completes when the caller stops reading responses.
     stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// The call's time bounds, as this node grants them.
+    deadline: Deadline,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -55,16 +56,14 @@ impl IncomingCall {
         reader: FrameReader,
         send: Option<quinn::SendStream>,
         permit: OwnedSemaphorePermit,
+        deadline: Deadline,
     ) -> Self {
-        let deadline = header
-            .timeout_us
-            .map(|us| Instant::now() + std::time::Duration::from_micros(us));
         IncomingCall {
             context: CallContext::new(
                 connection,
                 header.service,
                 header.method,
-                deadline,
+                deadline.instant(),
                 header.metadata,
             ),
             kind: header.kind,
@@ -72,6 +71,7 @@ impl IncomingCall {
             reader: Some(reader),
             send,
             stopped: None,
+            deadline,
             _permit: permit,
         }
     }
@@ -90,18 +90,36 @@ impl IncomingCall {
         self.context.connection().config()
     }
 
-    /// Checks the kind and decodes the arguments; on failure answers the caller.
+    /// Checks the kind and decodes the arguments. A `Deserialize` that panics fails the call
+    /// like a panicking handler.
     fn start<A: DeserializeOwned>(&mut self, kind: Kind) -> Result<A, Error> {
         if self.kind != kind {
             return Err(Error::UnknownMethod(format!(
                 "`{}.{}` is a {} method here, called as {}",
-                self.context.service(),
-                self.context.method(),
+                peer_text(self.context.service()),
+                peer_text(self.context.method()),
                 kind.name(),
                 self.kind.name()
             )));
         }
-        Ok(wire::decode(&self.args)?)
+        let args = &self.args;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| wire::decode::<A>(args))) {
+            Ok(decoded) => Ok(decoded?),
+            Err(panic) => {
+                let err = self.panicked("decoding the arguments", &panic);
+                Err(err)
+            }
+        }
+    }
+
+    /// Logs a panic while serving this call; the error its caller gets.
+    fn panicked(&self, during: &str, panic: &Panic) -> Error {
+        panic_error(
+            self.context.connection(),
+            self.context.method(),
+            during,
+            panic,
+        )
     }
 
     /// Serves a request-response method.
@@ -134,21 +152,24 @@ impl IncomingCall {
             let args = match self.start::<A>(Kind::Notify) {
                 Ok(args) => args,
                 Err(err) => {
-                    tracing::debug!(method = self.method(), %err, "notification refused");
-                    return;
+                    // A caller that used another kind (an older or newer peer) waits on a
+                    // bidirectional stream for an answer: it gets one.
+                    tracing::debug!(method = %peer_text(self.method()), %err, "notification refused");
+                    let send = self.send.take();
+                    return reject(self.context.connection(), send, &err).await;
                 }
             };
             let context = self.context.clone();
-            let deadline = context.deadline();
             let run = context.scope(guarded(move || handler(args)));
-            match within(deadline, run).await {
+            match self.deadline.within(run).await {
                 Ok(Ok(())) => {}
-                Ok(Err(panic)) => tracing::warn!(
-                    method = self.method(),
-                    "notification handler panicked: {}",
-                    panic_message(&panic)
+                Ok(Err(panic)) => {
+                    self.panicked("running a notification handler", &panic);
+                }
+                Err(_) => tracing::debug!(
+                    method = %peer_text(self.method()),
+                    "notification deadline passed"
                 ),
-                Err(_) => tracing::debug!(method = self.method(), "notification deadline passed"),
             }
         })
     }
@@ -228,8 +249,8 @@ impl IncomingCall {
     pub fn unknown_method(mut self) -> CallFuture {
         let err = Error::UnknownMethod(format!(
             "service `{}` has no method `{}`",
-            self.context.service(),
-            self.context.method()
+            peer_text(self.context.service()),
+            peer_text(self.context.method())
         ));
         let send = self.send.take();
         let conn = self.context.connection().clone();
@@ -238,27 +259,44 @@ impl IncomingCall {
 
     /// The handler's [`Sender`], and where the stream comes back when it is dropped.
     fn handler_sender<T>(&mut self) -> (Sender<T>, Option<HandBack>) {
-        let config = self.config();
-        let (max, idle) = (config.max_message_size, config.idle_stream_timeout);
-        let deadline = self.context.deadline();
+        let max = self.config().max_message_size;
         let (tx, rx) = oneshot::channel();
         match self.send.take() {
             Some(send) => {
                 self.stopped = Some(Box::pin(send.stopped().map(|_| ())));
-                (Sender::handler(send, tx, max, idle, deadline), Some(rx))
+                (Sender::handler(send, tx, max, self.deadline), Some(rx))
             }
             // Only notifications lack a send stream, and `start` checked the kind. A sender
             // with nowhere to go fails its first send with `Cancelled`.
-            None => (Sender::detached(max, idle, deadline), None),
+            None => (Sender::detached(max, self.deadline), None),
         }
     }
 
     fn handler_receiver<T>(&mut self) -> Receiver<T> {
-        let config = self.config();
-        let idle = config.idle_stream_timeout;
         match self.reader.take() {
-            Some(reader) => Receiver::new(reader, idle, self.context.deadline()),
+            Some(reader) => Receiver::new(reader, self.deadline),
             None => Receiver::ended(),
+        }
+    }
+}
+
+impl Drop for IncomingCall {
+    /// A call dropped without an answer (a hand-written [`Service`](crate::Service) that
+    /// neither served nor refused it) still tells its caller why nothing comes.
+    fn drop(&mut self) {
+        if let Some(send) = self.send.take() {
+            let conn = self.context.connection().clone();
+            let err = Error::HandlerFailed(format!(
+                "service `{}` dropped the call to `{}` without answering",
+                peer_text(self.context.service()),
+                peer_text(self.context.method())
+            ));
+            // Outside a runtime (it is being dropped) there is nothing left to answer with.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let tracker = conn.shared().tracker().clone();
+                let answer = async move { reject(&conn, Some(send), &err).await };
+                runtime.spawn(tracker.track_future(answer));
+            }
         }
     }
 }
@@ -277,13 +315,23 @@ where
     AssertUnwindSafe(fut).catch_unwind().await
 }
 
-fn panic_message(panic: &Panic) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        format!("handler panicked: {s}")
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        format!("handler panicked: {s}")
+/// What a panic carried, if it is text.
+fn panic_text(panic: &Panic) -> Option<&str> {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+}
+
+/// Logs a panic that happened `during` the serving of `method`, and makes the error its
+/// caller gets: the panic's message only if the node opted in to sending it.
+fn panic_error(conn: &Connection, method: &str, during: &str, panic: &Panic) -> Error {
+    let text = panic_text(panic).unwrap_or("(no message)");
+    tracing::warn!(method = %peer_text(method), "panic while {during}: {text}");
+    if conn.config().send_panic_messages {
+        Error::HandlerFailed(format!("panic while {during}: {text}"))
     } else {
-        "handler panicked".to_string()
+        Error::HandlerFailed(format!("panic while {during}"))
     }
 }
 
@@ -292,9 +340,25 @@ fn panic_message(panic: &Panic) -> String {
 /// gone): the wait keeps the call counted as in flight, so the shutdown does not close the
 /// connection under an answer still on its way. (Otherwise the wait would cost every call a
 /// wakeup when the acknowledgement arrives.)
+///
+/// A caller that reads nothing holds the write up for the idle-stream timeout at most; then
+/// the stream is reset.
 async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
-    if send.write_chunk(frame).await.is_ok() && send.finish().is_ok() && conn.is_shutting_down() {
-        let _ = send.stopped().await;
+    let bound = Deadline::until(None, conn.config().idle_stream_timeout);
+    let written = bound
+        .progress(async { send.write_chunk(frame).await.map_err(Error::from_write) })
+        .await;
+    match written {
+        Ok(()) => {
+            if send.finish().is_ok() && conn.is_shutting_down() {
+                let _ = bound.progress(async { Ok(send.stopped().await) }).await;
+            }
+        }
+        Err(Error::IdleTimeout) => {
+            tracing::debug!("caller read nothing for the idle-stream timeout: stream reset");
+            let _ = send.reset(wire::STREAM_CANCELLED.into());
+        }
+        Err(_) => {}
     }
 }
 
@@ -320,7 +384,7 @@ async fn respond<R, Fut>(
     Fut: Future<Output = R> + Send + 'static,
 {
     let context = call.context.clone();
-    let deadline = context.deadline();
+    let deadline = call.deadline;
     let max = context.connection().config().max_message_size;
     // Requests of the non-streaming kinds were read whole; seeing their end now spares the
     // caller a needless STOP_SENDING.
@@ -352,22 +416,38 @@ async fn respond<R, Fut>(
     let outcome = match first {
         Poll::Ready(outcome) => Ok(outcome),
         Poll::Pending => tokio::select! {
-            outcome = within(deadline, run.as_mut()) => outcome,
+            outcome = deadline.within(run.as_mut()) => outcome,
             // Returning drops `run`, which cancels the handler.
             () = &mut caller_gone => return,
         },
     };
-    let frame = match &outcome {
-        Ok(Ok(value)) => wire::encode(TAG_RESULT, value, max).unwrap_or_else(|err| {
-            let err = Error::from(err);
-            wire::encode_status(
-                err.status_code(),
-                &format!("result not sent: {}", err.status_message()),
-            )
-        }),
-        Ok(Err(panic)) => wire::encode_status(StatusCode::HandlerFailed, &panic_message(panic)),
-        Err(_) => wire::encode_status(StatusCode::DeadlineExceeded, "deadline exceeded"),
+    let encoded = match &outcome {
+        Ok(Ok(value)) => {
+            std::panic::catch_unwind(AssertUnwindSafe(|| wire::encode(TAG_RESULT, value, max)))
+                .map_err(|panic| call.panicked("encoding the result", &panic))
+                .and_then(|encoded| {
+                    encoded.map_err(|err| {
+                        let err = Error::from(err);
+                        match err {
+                            Error::MessageTooLarge(m) => {
+                                Error::MessageTooLarge(format!("result: {m}"))
+                            }
+                            Error::Decode(m) => Error::Decode(format!("result: {m}")),
+                            other => other,
+                        }
+                    })
+                })
+        }
+        Ok(Err(panic)) => Err(call.panicked("running the handler", panic)),
+        Err(_) => Err(Error::Timeout),
     };
+    let frame = encoded.unwrap_or_else(|err| {
+        let message = match err {
+            Error::Timeout => "deadline exceeded".to_string(),
+            ref other => other.status_message(),
+        };
+        wire::encode_status(err.status_code(), &message)
+    });
     let send = match (send, back) {
         (Some(send), _) => Some(send),
         // The handler is gone, and with it its `Sender`, unless it moved the `Sender` into
@@ -382,7 +462,7 @@ async fn respond<R, Fut>(
             }
         }
         (None, Some(back)) => tokio::select! {
-            send = within(deadline, back) => send.ok().and_then(Result::ok),
+            send = deadline.within(back) => send.ok().and_then(Result::ok),
             () = &mut caller_gone => None,
         },
         (None, None) => None,

@@ -339,11 +339,22 @@ async fn a_panicking_handler_fails_its_call_only() {
     let err = Unary::<(), u8>::new(&conn, SERVICE, "panic", ())
         .await
         .unwrap_err();
+    // The panic's message stays on the serving node unless it opts in.
+    assert!(
+        matches!(err, Error::HandlerFailed(ref m) if m.contains("panic") && !m.contains("boom")),
+        "{err:?}"
+    );
+    assert_eq!(echo(&conn, "alive").await.unwrap(), "alive");
+
+    let builder = Node::builder().send_panic_messages(true);
+    let (_server, _client, conn) = pair_with(builder, &probe).await;
+    let err = Unary::<(), u8>::new(&conn, SERVICE, "panic", ())
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::HandlerFailed(ref m) if m.contains("boom")),
         "{err:?}"
     );
-    assert_eq!(echo(&conn, "alive").await.unwrap(), "alive");
 }
 
 #[tokio::test]

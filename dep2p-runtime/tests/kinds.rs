@@ -49,7 +49,8 @@ async fn server_stream_keeps_order_and_ends_with_result() {
 #[tokio::test]
 async fn server_stream_failure_is_not_a_clean_end() {
     let probe = probe();
-    let (_server, _client, conn) = pair(&probe).await;
+    let builder = dep2p_runtime::Node::builder().send_panic_messages(true);
+    let (_server, _client, conn) = pair_with(builder, &probe).await;
     let call: dep2p_runtime::ServerStreaming<(u32,), u32, ()> =
         dep2p_runtime::ServerStreaming::new(&conn, SERVICE, "count_fail", (3,));
     let (mut rx, result) = call.await.unwrap();

@@ -43,15 +43,17 @@ impl NodeBuilder {
         self
     }
 
-    /// Deadline of request-response calls and notifications that set none themselves.
-    /// Streaming calls have no default deadline (the idle-stream timeout bounds them).
-    /// Default: 30 s.
+    /// Deadline of request-response calls and notifications that set none themselves, on
+    /// both sides: calls this node makes, and calls of those kinds that arrive without a
+    /// deadline. Streaming calls have no default deadline (the idle-stream timeout bounds each
+    /// of their waits). `Duration::MAX` means no deadline. Default: 30 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_timeout = timeout;
         self
     }
 
-    /// Time allowed to establish a connection. Default: 10 s.
+    /// Time allowed to establish a connection, for the handshake of connections this node
+    /// dials and accepts. Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.config.connect_timeout = timeout;
         self
@@ -104,8 +106,12 @@ impl NodeBuilder {
         self
     }
 
-    /// A stream on which nothing arrives (or nothing can be sent) for this long fails with
-    /// [`Error::IdleTimeout`]. Default: 5 minutes.
+    /// The idle bound of every call: a wait for the peer's progress (the next message, room
+    /// in the stream's flow-control window, a write to complete) that lasts this long fails
+    /// with [`Error::IdleTimeout`], and the stream is abandoned. It restarts on every
+    /// message. A call's deadline bounds its waits too, whichever comes first; a call without
+    /// a deadline also waits this long at most for an answer (a result, a response).
+    /// `Duration::MAX` means no idle bound. Default: 5 minutes.
     pub fn idle_stream_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_stream_timeout = timeout;
         self
@@ -143,6 +149,25 @@ impl NodeBuilder {
     /// always start small and discover the path's MTU. Default: true.
     pub fn fast_loopback(mut self, enabled: bool) -> Self {
         self.config.fast_loopback = enabled;
+        self
+    }
+
+    /// The longest deadline this node grants a call a peer makes: a call asking for more, or
+    /// (for the streaming kinds) for none, gets this one, and its handler is stopped when it
+    /// passes. The caller is not told; it learns of the deadline from the
+    /// [`Error::Timeout`] it gets. Default: no cap (a handler may run as long as its caller
+    /// allows; a streaming call without a deadline is bounded by the idle-stream timeout on
+    /// each of its waits).
+    pub fn max_call_deadline(mut self, deadline: Duration) -> Self {
+        self.config.max_call_deadline = Some(deadline);
+        self
+    }
+
+    /// Whether the message of a handler's panic is sent to the caller inside
+    /// [`Error::HandlerFailed`]. It is always logged on this node (a `tracing` warning); it
+    /// may name internals a peer should not learn. Default: false.
+    pub fn send_panic_messages(mut self, send: bool) -> Self {
+        self.config.send_panic_messages = send;
         self
     }
 

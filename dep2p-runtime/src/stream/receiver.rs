@@ -7,15 +7,13 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::task::{self, ArcWake, AtomicWaker};
 use futures::Stream;
 use serde::de::DeserializeOwned;
-use tokio::time::{Instant, Sleep};
 
-use crate::deadline::{bounded, with_deadline};
+use crate::deadline::{Deadline, IdleTimer};
 use crate::error::Error;
 use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
 
@@ -47,6 +45,8 @@ struct InboundState {
     end: Option<Result<Bytes, Error>>,
     /// Whether a RESULT or STATUS frame ends the stream.
     expects_result: bool,
+    /// Items taken so far: the response side sees progress in it.
+    taken: u64,
 }
 
 impl InboundState {
@@ -61,11 +61,15 @@ impl InboundState {
         };
         let end = match ready!(reader.poll_ready(cx)) {
             Ok(Some(TAG_ITEM)) => return Poll::Ready(true),
-            Ok(Some(TAG_RESULT)) if self.expects_result => {
-                Ok(Bytes::copy_from_slice(reader.payload()))
-            }
-            Ok(Some(TAG_STATUS)) if self.expects_result => {
-                Err(Error::from_status_payload(reader.payload()))
+            Ok(Some(tag @ (TAG_RESULT | TAG_STATUS))) if self.expects_result => {
+                let end = match tag {
+                    TAG_RESULT => Ok(Bytes::copy_from_slice(reader.payload())),
+                    _ => Err(Error::from_status_payload(reader.payload())),
+                };
+                reader.consume();
+                let end = reader.check_end().map_err(Error::from).and(end);
+                self.finish(end);
+                return Poll::Ready(false);
             }
             Ok(Some(tag)) => Err(Error::Protocol(format!(
                 "unexpected frame tag {tag:#04x} in a message stream"
@@ -86,6 +90,7 @@ impl InboundState {
         let reader = self.reader.as_mut().ok_or(Error::Cancelled)?;
         let item = wire::decode(reader.payload()).map_err(Error::from);
         reader.consume();
+        self.taken += 1;
         item
     }
 
@@ -113,6 +118,7 @@ impl Inbound {
                 reader: Some(reader),
                 end: None,
                 expects_result,
+                taken: 0,
             }),
             wakers: Arc::new(Wakers::default()),
         })
@@ -124,7 +130,16 @@ impl Inbound {
 
     /// The response side: the call's result, once the stream has ended. Reads ahead one item
     /// at most, and leaves it for the receiver.
-    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<Bytes, Error>> {
+    ///
+    /// `timer` bounds the wait for the peer: it restarts whenever the receiver takes an item
+    /// (`seen` counts those already accounted for). While an item waits for the receiver, the
+    /// wait is the application's, not the peer's, and no timer runs.
+    fn poll_result(
+        &self,
+        cx: &mut Context<'_>,
+        timer: &mut IdleTimer,
+        seen: &mut u64,
+    ) -> Poll<Result<Bytes, Error>> {
         self.wakers.response.register(cx.waker());
         let waker = task::waker_ref(&self.wakers);
         let mut both = Context::from_waker(&waker);
@@ -133,14 +148,27 @@ impl Inbound {
             if let Some(end) = &state.end {
                 return Poll::Ready(end.clone());
             }
+            if state.taken != *seen {
+                *seen = state.taken;
+                timer.progress();
+            }
             match state.poll_item(&mut both) {
                 // An item is waiting for the receiver: leave it there.
                 Poll::Ready(true) => {
                     self.wakers.receiver.wake();
+                    timer.progress();
                     return Poll::Pending;
                 }
                 Poll::Ready(false) => continue,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let Poll::Ready(err) = timer.poll_expired(cx) else {
+                        return Poll::Pending;
+                    };
+                    state.finish(Err(err.clone()));
+                    drop(state);
+                    self.wakers.receiver.wake();
+                    return Poll::Ready(Err(err));
+                }
             }
         }
     }
@@ -154,14 +182,8 @@ impl Inbound {
 /// next `send` fails with [`Error::Cancelled`], and a handler blocked on it is cancelled.
 pub struct Receiver<T> {
     inbound: Option<Arc<Inbound>>,
-    idle: Duration,
-    deadline: Option<Instant>,
-    /// Ends a stalled stream: armed at the first wait, moved on only when it fires early.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// When the receiver started waiting for the next message.
-    last_progress: Instant,
-    /// Whether it is waiting now (no message since `last_progress`).
-    waiting: bool,
+    /// Ends a stalled stream: the deadline, or the idle bound since the last message.
+    timer: IdleTimer,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -169,86 +191,48 @@ impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
             .field("open", &self.inbound.is_some())
-            .field("deadline", &self.deadline)
+            .field("deadline", &self.timer.deadline().instant())
             .finish()
     }
 }
 
 impl<T> Receiver<T> {
     /// A receiver of a stream that simply ends (a handler's view of the caller's messages).
-    pub(crate) fn new(reader: FrameReader, idle: Duration, deadline: Option<Instant>) -> Self {
-        Self::from_inbound(Inbound::new(reader, false), idle, deadline)
+    pub(crate) fn new(reader: FrameReader, deadline: Deadline) -> Self {
+        Self::from_inbound(Some(Inbound::new(reader, false)), deadline)
     }
 
     /// A receiver of a stream that ends with the call's result, and the [`Response`] that
     /// delivers that result.
     pub(crate) fn with_response<R: DeserializeOwned + Send + 'static>(
         reader: FrameReader,
-        idle: Duration,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> (Self, Response<R>) {
         let inbound = Inbound::new(reader, true);
         let result = Arc::clone(&inbound);
         let response = Response {
             fut: Box::pin(async move {
+                let (mut timer, mut seen) = (deadline.timer(), 0);
                 let payload =
-                    with_deadline(deadline, std::future::poll_fn(|cx| result.poll_result(cx)))
+                    std::future::poll_fn(|cx| result.poll_result(cx, &mut timer, &mut seen))
                         .await?;
                 Ok(wire::decode(&payload)?)
             }),
         };
-        (Self::from_inbound(inbound, idle, deadline), response)
+        (Self::from_inbound(Some(inbound), deadline), response)
     }
 
-    fn from_inbound(inbound: Arc<Inbound>, idle: Duration, deadline: Option<Instant>) -> Self {
+    fn from_inbound(inbound: Option<Arc<Inbound>>, deadline: Deadline) -> Self {
         Receiver {
-            inbound: Some(inbound),
-            idle,
-            deadline,
-            timer: None,
-            last_progress: Instant::now(),
-            waiting: false,
+            inbound,
+            timer: deadline.timer(),
             _item: PhantomData,
         }
     }
 
     /// A receiver whose stream has already ended.
     pub(crate) fn ended() -> Self {
-        Receiver {
-            inbound: None,
-            idle: Duration::ZERO,
-            deadline: None,
-            timer: None,
-            last_progress: Instant::now(),
-            waiting: false,
-            _item: PhantomData,
-        }
-    }
-
-    /// Polls the timer that ends a stalled read: the deadline, or the idle timeout counted
-    /// from when the receiver started waiting, whichever comes first. The timer is not reset for every
-    /// message; when it fires early it moves to the new due time.
-    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
-        loop {
-            let idle_at = self.last_progress + self.idle;
-            let due = match self.deadline {
-                Some(deadline) if deadline <= idle_at => deadline,
-                _ => idle_at,
-            };
-            let timer = self
-                .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if Instant::now() >= due {
-                return Poll::Ready(match self.deadline {
-                    Some(deadline) if deadline <= Instant::now() => Error::Timeout,
-                    _ => Error::IdleTimeout,
-                });
-            }
-            timer.as_mut().reset(due);
-        }
+        Self::from_inbound(None, Deadline::after(std::time::Duration::ZERO))
     }
 }
 
@@ -267,7 +251,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
         let polled = state.poll_item(&mut both);
         let yielded = match polled {
             Poll::Ready(true) => {
-                this.waiting = false;
+                this.timer.progress();
                 match state.take_item() {
                     Ok(item) => {
                         drop(state);
@@ -287,11 +271,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
             },
             Poll::Pending => {
                 drop(state);
-                if !this.waiting {
-                    this.waiting = true;
-                    this.last_progress = Instant::now();
-                }
-                match this.poll_timer(cx) {
+                match this.timer.poll_expired(cx) {
                     Poll::Ready(err) => {
                         inbound.lock().finish(Err(err.clone()));
                         Some(Err(err))
@@ -335,17 +315,13 @@ impl<R> fmt::Debug for Response<R> {
 
 impl<R: DeserializeOwned + Send + 'static> Response<R> {
     /// The result is the one frame left to read on `reader`.
-    pub(crate) fn from_reader(
-        mut reader: FrameReader,
-        idle: Duration,
-        deadline: Option<Instant>,
-    ) -> Self {
+    ///
+    /// Waiting for it is waiting for an answer: bounded by the call's deadline or, for a call
+    /// without one, by the idle bound from when it is first awaited.
+    pub(crate) fn from_reader(mut reader: FrameReader, deadline: Deadline) -> Self {
         Response {
             fut: Box::pin(async move {
-                let result = match deadline {
-                    Some(_) => bounded(deadline, idle, read_result(&mut reader)).await,
-                    None => read_result(&mut reader).await,
-                };
+                let result = deadline.answer(read_result(&mut reader)).await;
                 reader.try_finish();
                 result
             }),
@@ -367,6 +343,7 @@ pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -
         )),
     };
     reader.consume();
+    reader.check_end()?;
     result
 }
 

@@ -5,14 +5,12 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
-use crate::deadline::bounded;
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::wire::{self, TAG_ITEM};
 
@@ -101,8 +99,7 @@ impl Outbound {
 pub struct Sender<T> {
     outbound: Option<Arc<Outbound>>,
     max_message: usize,
-    idle: Duration,
-    deadline: Option<Instant>,
+    deadline: Deadline,
     _item: PhantomData<fn(T)>,
 }
 
@@ -120,8 +117,7 @@ impl<T> Sender<T> {
         stream: Option<quinn::SendStream>,
         end: SenderEnd,
         max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Self {
         let outbound = stream.map(|stream| {
             let outbound = Arc::new(Outbound {
@@ -132,7 +128,6 @@ impl<T> Sender<T> {
             let writer = Writer {
                 stream,
                 outbound: Arc::clone(&outbound),
-                idle,
                 deadline,
             };
             tokio::spawn(writer.run(end));
@@ -141,7 +136,6 @@ impl<T> Sender<T> {
         Sender {
             outbound,
             max_message,
-            idle,
             deadline,
             _item: PhantomData,
         }
@@ -150,26 +144,24 @@ impl<T> Sender<T> {
     pub(crate) fn caller(
         stream: quinn::SendStream,
         max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Self {
-        Self::start(Some(stream), SenderEnd::Caller, max_message, idle, deadline)
+        Self::start(Some(stream), SenderEnd::Caller, max_message, deadline)
     }
 
     pub(crate) fn handler(
         stream: quinn::SendStream,
         back: oneshot::Sender<quinn::SendStream>,
         max_message: usize,
-        idle: Duration,
-        deadline: Option<Instant>,
+        deadline: Deadline,
     ) -> Self {
         let end = SenderEnd::Handler(back);
-        Self::start(Some(stream), end, max_message, idle, deadline)
+        Self::start(Some(stream), end, max_message, deadline)
     }
 
     /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
-    pub(crate) fn detached(max_message: usize, idle: Duration, deadline: Option<Instant>) -> Self {
-        Self::start(None, SenderEnd::Caller, max_message, idle, deadline)
+    pub(crate) fn detached(max_message: usize, deadline: Deadline) -> Self {
+        Self::start(None, SenderEnd::Caller, max_message, deadline)
     }
 }
 
@@ -202,11 +194,12 @@ impl<T: Serialize> Sender<T> {
                     continue;
                 }
             }
-            bounded(self.deadline, self.idle, async {
-                room.await;
-                Ok(())
-            })
-            .await?;
+            self.deadline
+                .progress(async {
+                    room.await;
+                    Ok(())
+                })
+                .await?;
         }
     }
 
@@ -238,8 +231,7 @@ impl<T> Drop for Sender<T> {
 struct Writer {
     stream: quinn::SendStream,
     outbound: Arc<Outbound>,
-    idle: Duration,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl Writer {
@@ -287,10 +279,9 @@ impl Writer {
         match first {
             Poll::Ready(done) => done.map_err(Error::from_write),
             Poll::Pending => {
-                bounded(self.deadline, self.idle, async {
-                    write.await.map_err(Error::from_write)
-                })
-                .await
+                self.deadline
+                    .progress(async { write.await.map_err(Error::from_write) })
+                    .await
             }
         }
     }

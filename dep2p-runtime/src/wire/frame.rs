@@ -261,6 +261,31 @@ pub(crate) fn decode_call(payload: &Bytes) -> Result<(IncomingHeader, Bytes), Wi
 
 /// Decodes a STATUS frame payload.
 pub(crate) fn decode_status(payload: &[u8]) -> Result<Status, WireError> {
-    postcard::from_bytes::<Status>(payload)
-        .map_err(|e| WireError::Protocol(format!("undecodable status: {e}")))
+    match postcard::take_from_bytes::<Status>(payload) {
+        Ok((status, [])) => Ok(status),
+        Ok((_, rest)) => Err(WireError::Protocol(format!(
+            "{} bytes after the status",
+            rest.len()
+        ))),
+        Err(e) => Err(WireError::Protocol(format!("undecodable status: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_followed_by_bytes_is_refused() {
+        let frame = encode_status(StatusCode::Overloaded, "busy");
+        let payload = &frame[FRAME_HEAD..];
+        let status = decode_status(payload).unwrap();
+        assert_eq!((status.code, status.message.as_str()), (9, "busy"));
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert!(matches!(
+            decode_status(&longer),
+            Err(WireError::Protocol(_))
+        ));
+    }
 }

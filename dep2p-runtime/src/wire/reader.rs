@@ -226,6 +226,26 @@ impl FrameReader {
         }
     }
 
+    /// After the final frame of a direction: fails if another frame is already there (a
+    /// protocol violation), without waiting for one. An end that has not arrived yet, or a
+    /// reset after the final frame, is no violation.
+    pub(crate) fn check_end(&mut self) -> Result<(), WireError> {
+        use futures::FutureExt;
+        match self.frame().now_or_never() {
+            Some(Ok(Some((tag, _)))) => {
+                let err = WireError::Protocol(format!(
+                    "frame tag {tag:#04x} after the call's final frame"
+                ));
+                Err(self.fail(err))
+            }
+            Some(Ok(None)) => {
+                self.done = true;
+                Ok(())
+            }
+            Some(Err(_)) | None => Ok(()),
+        }
+    }
+
     /// Whether the peer's end of the stream has been read.
     pub(crate) fn is_finished(&self) -> bool {
         self.done && self.buf.is_empty()

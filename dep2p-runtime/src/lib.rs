@@ -67,6 +67,9 @@ mod service;
 
 mod node;
 
+#[cfg(test)]
+mod proptests;
+
 pub use call::{
     Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
     ServerStreaming, ServerStreamingKind, Unary, UnaryKind,

@@ -270,3 +270,127 @@ async fn names_a_peer_sent_are_cut_before_errors() {
     assert_eq!(code, UNKNOWN_METHOD);
     assert!(message.len() < 200, "{} bytes", message.len());
 }
+
+// ---------------------------------------------------------------------------------------------
+// A callee that breaks the rules: a raw QUIC listener with a dep2p identity.
+
+/// Accepts any client certificate: the raw listener only needs to be dialable.
+#[derive(Debug)]
+struct AnyClient;
+
+impl rustls::server::danger::ClientCertVerifier for AnyClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        vec![rustls::SignatureScheme::ED25519]
+    }
+}
+
+/// A listener that proves a dep2p identity and answers every call stream with `answer`,
+/// whatever it asked.
+async fn raw_callee(answer: Vec<u8>) -> (quinn::Endpoint, dep2p_runtime::NodeId) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key = dep2p_runtime::SecretKey::generate();
+    let pair = rcgen::KeyPair::from_pem(&key.to_pem()).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["dep2p".to_string()])
+        .unwrap()
+        .self_signed(&pair)
+        .unwrap();
+    let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pair.serialize_der()));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_client_cert_verifier(std::sync::Arc::new(AnyClient))
+        .with_single_cert(vec![cert.der().clone()], private)
+        .unwrap();
+    crypto.alpn_protocols = vec![dep2p_runtime::ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto).unwrap();
+    let config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let accepting = endpoint.clone();
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let _ = recv.read_to_end(1 << 20).await;
+                    // One write: the final frame and whatever follows arrive together.
+                    let _ = send.write_all(&answer).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+            });
+        }
+    });
+    (endpoint, key.public())
+}
+
+async fn call_raw_callee(answer: Vec<u8>) -> Result<String, Error> {
+    let (endpoint, id) = raw_callee(answer).await;
+    let client = node(Node::builder()).await;
+    let conn = client
+        .connect(endpoint.local_addr().unwrap(), id)
+        .await
+        .unwrap();
+    echo(&conn, "hi").await
+}
+
+#[tokio::test]
+async fn a_frame_after_the_result_is_a_violation() {
+    let result = frame(RESULT, &str_bytes("hi"));
+    assert_eq!(call_raw_callee(result.clone()).await.unwrap(), "hi");
+
+    let mut more = result.clone();
+    more.extend(frame(ITEM, &str_bytes("extra")));
+    let err = call_raw_callee(more).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+
+    let mut result_twice = result.clone();
+    result_twice.extend(result);
+    let err = call_raw_callee(result_twice).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn bytes_after_a_status_are_a_violation() {
+    let mut status = Vec::new();
+    varint(&mut status, OVERLOADED);
+    status.extend(str_bytes("busy"));
+    let err = call_raw_callee(frame(STATUS, &status)).await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded(_)), "{err:?}");
+
+    status.push(0);
+    let err = call_raw_callee(frame(STATUS, &status)).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(_)), "{err:?}");
+}

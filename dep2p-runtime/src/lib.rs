@@ -54,6 +54,7 @@ mod identity;
 mod tls;
 
 mod deadline;
+mod hold;
 mod stream;
 
 mod connection;

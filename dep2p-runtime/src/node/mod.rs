@@ -191,8 +191,8 @@ impl Node {
             }
             Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
         };
-        let conn = Connection::new(quic, id, Arc::clone(&inner.shared));
-        dispatch::spawn(conn.clone(), Arc::clone(&inner.services), ());
+        let conn = Connection::dialed(quic, id, Arc::clone(&inner.shared));
+        dispatch::spawn(conn.link(), Arc::clone(&inner.services), ());
         Ok(conn)
     }
 

@@ -1,0 +1,289 @@
+//! Resources that end with their owner: connections no handle uses, nodes no application
+//! holds, shutdowns begun from a handler or abandoned, over real QUIC.
+
+mod common;
+
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use dep2p_runtime::{
+    CallContext, CallFuture, Connection, Error, IncomingCall, Node, Service, Unary,
+};
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+/// How long a peer may take to see a close: far more than loopback needs.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// A service that lets tests reach the connections calls arrive on.
+#[derive(Clone, Default)]
+struct Keeper {
+    state: Arc<KeeperState>,
+}
+
+#[derive(Default)]
+struct KeeperState {
+    /// The connection of the last `keep` call.
+    kept: Mutex<Option<Connection>>,
+    /// `wait` handlers that have started.
+    waiting: AtomicUsize,
+    /// Lets `wait` handlers return.
+    release: Notify,
+}
+
+const KEEPER: &str = "Keeper";
+
+impl Keeper {
+    fn take(&self) -> Option<Connection> {
+        self.state.kept.lock().unwrap().take()
+    }
+}
+
+impl Service for Keeper {
+    fn name(&self) -> &str {
+        KEEPER
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        let state = Arc::clone(&self.state);
+        match call.method() {
+            "keep" => call.unary(move |(): ()| async move {
+                let ctx = CallContext::current().expect("inside a handler");
+                *state.kept.lock().unwrap() = Some(ctx.connection().clone());
+            }),
+            "wait" => call.unary(move |(): ()| async move {
+                state.waiting.fetch_add(1, Ordering::SeqCst);
+                state.release.notified().await;
+                "released".to_string()
+            }),
+            "echo" => call.unary(|(s,): (String,)| async move { s }),
+            _ => call.unknown_method(),
+        }
+    }
+}
+
+fn keep(conn: &Connection) -> Unary<(), ()> {
+    Unary::new(conn, KEEPER, "keep", ())
+}
+
+fn wait(conn: &Connection) -> Unary<(), String> {
+    Unary::new(conn, KEEPER, "wait", ())
+}
+
+fn keeper_echo(conn: &Connection, s: &str) -> Unary<(String,), String> {
+    Unary::new(conn, KEEPER, "echo", (s.to_string(),))
+}
+
+/// A server serving `keeper` and a client connected to it; the server's side of the
+/// connection, from a `keep` call.
+async fn kept_pair(keeper: &Keeper, client: Node) -> (Node, Node, Connection, Connection) {
+    let server = node(Node::builder().serve(keeper.clone())).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("connect");
+    keep(&conn).await.expect("keep");
+    let server_side = keeper.take().expect("the server's side");
+    (server, client, conn, server_side)
+}
+
+/// Waits for `conn` to close; the application close code its peer sent.
+async fn close_code(conn: &Connection) -> u64 {
+    let err = tokio::time::timeout(PROMPTLY, conn.closed())
+        .await
+        .expect("the connection to close promptly");
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    match conn.quic().close_reason() {
+        Some(dep2p_runtime::quinn::ConnectionError::ApplicationClosed(close)) => {
+            close.error_code.into_inner()
+        }
+        other => panic!("closed by the application, not {other:?}"),
+    }
+}
+
+/// Whether `quic` is still open after a while.
+async fn still_open(quic: &dep2p_runtime::quinn::Connection) -> bool {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    quic.close_reason().is_none()
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_a_dialed_connection_on_both_sides() {
+    let keeper = Keeper::default();
+    let client = node(Node::builder()).await;
+    let (_server, _client, conn, server_side) = kept_pair(&keeper, client).await;
+    // A generated client holds a clone, like this one.
+    let client_handle = conn.clone();
+    let quic = conn.quic().clone();
+    drop(conn);
+    assert_eq!(keeper_echo(&client_handle, "one").await.unwrap(), "one");
+    assert!(still_open(&quic).await, "a handle is left");
+
+    drop(client_handle);
+    // The peer sees the normal close code, at once; holding the accepting side's handle
+    // keeps nothing open.
+    assert_eq!(close_code(&server_side).await, 0);
+    assert!(matches!(
+        quic.close_reason(),
+        Some(dep2p_runtime::quinn::ConnectionError::LocallyClosed)
+    ));
+}
+
+#[tokio::test]
+async fn a_dropped_connection_frees_its_place_on_the_accepting_node() {
+    let probe = probe();
+    let server = node(Node::builder().max_connections(1).serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let first = node(Node::builder()).await;
+    let conn = first
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    assert_eq!(echo(&conn, "first").await.unwrap(), "first");
+    drop(conn);
+    // The client node lives on; only its connection went, and with it the place.
+    let second = node(Node::builder()).await;
+    let mut connected = None;
+    for _ in 0..40 {
+        if let Ok(conn) = second.connect(server.local_addr(), server.id()).await {
+            connected = Some(conn);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let conn = connected.expect("the place of the dropped connection");
+    assert_eq!(echo(&conn, "second").await.unwrap(), "second");
+    drop(first);
+}
+
+#[tokio::test]
+async fn calls_in_flight_keep_a_connection_without_handles_open() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    let quic = conn.quic().clone();
+    let unary = tokio::spawn(sleep(&conn, 200).into_future());
+    let (mut numbers, total) = sum(&conn, 10).await.unwrap();
+    let (mut lines, mut shouted, shouts) = upper(&conn, "> ").await.unwrap();
+    let (mut counted, count_total) = count(&conn, 3).await.unwrap();
+    drop(conn);
+
+    assert!(still_open(&quic).await, "calls are in flight");
+    assert_eq!(unary.await.unwrap().unwrap(), 200);
+    numbers.send(5).await.unwrap();
+    numbers.finish().unwrap();
+    assert_eq!(total.await.unwrap(), Ok(15));
+    lines.send("hi".into()).await.unwrap();
+    assert_eq!(shouted.next().await.unwrap().unwrap(), "> HI");
+    lines.finish().unwrap();
+    assert!(shouted.next().await.is_none());
+    assert_eq!(shouts.await.unwrap(), Ok(1));
+    assert!(still_open(&quic).await, "a receiver is left");
+    let mut seen = Vec::new();
+    while let Some(n) = counted.next().await {
+        seen.push(n.unwrap());
+    }
+    assert_eq!(seen, [0, 1, 2]);
+    drop(counted);
+    assert_eq!(count_total.await.unwrap(), Ok(3));
+
+    // The last call is over: the connection goes.
+    tokio::time::timeout(PROMPTLY, quic.closed())
+        .await
+        .expect("the connection to close once its calls are over");
+}
+
+#[tokio::test]
+async fn a_call_the_peer_makes_keeps_a_dialed_connection_open_until_answered() {
+    // The dialing node serves too: its peer calls it back on the same connection.
+    let at_client = Keeper::default();
+    let client = node(Node::builder().serve(at_client.clone())).await;
+    let keeper = Keeper::default();
+    let (_server, _client, conn, server_side) = kept_pair(&keeper, client).await;
+    let quic = conn.quic().clone();
+
+    let callback = tokio::spawn(wait(&server_side).into_future());
+    eventually("the callback's handler to start", || {
+        at_client.state.waiting.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    drop(conn);
+    assert!(still_open(&quic).await, "a call is being served");
+    at_client.state.release.notify_one();
+    assert_eq!(callback.await.unwrap().unwrap(), "released");
+    assert_eq!(close_code(&server_side).await, 0);
+}
+
+#[tokio::test]
+async fn a_handler_holding_its_calls_connection_keeps_it_open() {
+    let at_client = Keeper::default();
+    let client = node(Node::builder().serve(at_client.clone())).await;
+    let keeper = Keeper::default();
+    let (_server, _client, conn, server_side) = kept_pair(&keeper, client).await;
+    let quic = conn.quic().clone();
+
+    // The server calls the client, whose handler keeps the connection it came in on.
+    keep(&server_side).await.unwrap();
+    drop(conn);
+    assert!(
+        still_open(&quic).await,
+        "the client's handler kept a handle"
+    );
+    assert_eq!(keeper_echo(&server_side, "back").await.unwrap(), "back");
+    let kept = at_client.take().expect("the kept handle");
+    assert_eq!(keeper_echo(&kept, "there").await.unwrap(), "there");
+
+    drop(kept);
+    assert_eq!(close_code(&server_side).await, 0);
+}
+
+#[tokio::test]
+async fn an_accepted_connection_lives_while_its_peer_uses_it() {
+    let keeper = Keeper::default();
+    let client = node(Node::builder()).await;
+    let (_server, _client, conn, server_side) = kept_pair(&keeper, client).await;
+    // The accepting side drops every handle it had: the node keeps serving the connection.
+    drop(server_side);
+    assert!(still_open(conn.quic()).await);
+    for i in 0..3 {
+        let text = format!("call {i}");
+        assert_eq!(keeper_echo(&conn, &text).await.unwrap(), text);
+    }
+    // And calls on it can still reach back.
+    keep(&conn).await.unwrap();
+    let server_side = keeper.take().expect("the server's side");
+    drop(server_side);
+    assert_eq!(keeper_echo(&conn, "still").await.unwrap(), "still");
+}
+
+#[tokio::test]
+async fn notifications_sent_before_the_last_handle_goes_arrive() {
+    // Sending returns once a notification is handed to QUIC; the connection closing when its
+    // last handle goes right after does not lose it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let probe = Arc::new(Probe {
+        notes: Some(tx),
+        ..Probe::default()
+    });
+    let (_server, _client, conn) = pair(&probe).await;
+    let quic = conn.quic().clone();
+    let big = "n".repeat(100 * 1024);
+    for i in 0..5 {
+        note(&conn, &format!("{i}{big}")).await.unwrap();
+    }
+    drop(conn);
+    for i in 0..5 {
+        let got = tokio::time::timeout(PROMPTLY, rx.recv())
+            .await
+            .expect("the notification to arrive")
+            .unwrap();
+        assert!(got.starts_with(&i.to_string()) && got.len() == big.len() + 1);
+    }
+    tokio::time::timeout(PROMPTLY, quic.closed())
+        .await
+        .expect("the connection to close once its notifications arrived");
+}

@@ -78,7 +78,7 @@ pub use error::Error;
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, WeakNode};
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
 pub use wire::{Kind, ALPN};

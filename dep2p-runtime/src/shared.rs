@@ -1,7 +1,9 @@
 //! What every connection and call of a node shares: its identity, its configuration, whether
-//! it is shutting down, and the tasks that serve calls.
+//! it is shutting down, the tasks that serve calls, and a weak way back to the node.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use tokio_util::task::TaskTracker;
 
@@ -17,17 +19,25 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Accepted connections open or in their handshake.
     pub(crate) accepted: AtomicUsize,
+    /// The node itself, without keeping it alive (its type belongs to a layer above).
+    node: Weak<dyn Any + Send + Sync>,
 }
 
 impl Shared {
-    pub(crate) fn new(id: NodeId, config: Config) -> Self {
+    pub(crate) fn new(id: NodeId, config: Config, node: Weak<dyn Any + Send + Sync>) -> Self {
         Shared {
             id,
             config,
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             accepted: AtomicUsize::new(0),
+            node,
         }
+    }
+
+    /// The node, while anything else keeps it alive.
+    pub(crate) fn node(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.node.upgrade()
     }
 
     pub(crate) fn id(&self) -> NodeId {

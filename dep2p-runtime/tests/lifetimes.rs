@@ -4,13 +4,15 @@
 mod common;
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use dep2p_runtime::{
-    CallContext, CallFuture, Connection, Error, IncomingCall, Node, Service, Unary,
+    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeId, Service, Unary,
+    WeakNode,
 };
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -286,4 +288,105 @@ async fn notifications_sent_before_the_last_handle_goes_arrive() {
     tokio::time::timeout(PROMPTLY, quic.closed())
         .await
         .expect("the connection to close once its notifications arrived");
+}
+
+/// A service that calls a third node for its callers, through the node serving it, reached
+/// without keeping that node alive.
+#[derive(Clone)]
+struct Relay {
+    node: WeakNode,
+    target: (SocketAddr, NodeId),
+    /// Contexts of `context` calls.
+    contexts: Arc<Mutex<Vec<CallContext>>>,
+}
+
+const RELAY: &str = "Relay";
+
+/// Calls `echo` on `target` through `node`.
+async fn echo_through(node: Option<Node>, target: (SocketAddr, NodeId), s: String) -> String {
+    let node = node.expect("the serving node");
+    let conn = node.connect(target.0, target.1).await.expect("connect");
+    echo(&conn, &s).await.expect("echo")
+}
+
+impl Service for Relay {
+    fn name(&self) -> &str {
+        RELAY
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        let this = self.clone();
+        match call.method() {
+            "via_weak" => call.unary(move |(s,): (String,)| async move {
+                echo_through(this.node.upgrade(), this.target, s).await
+            }),
+            "via_context" => call.unary(move |(s,): (String,)| async move {
+                let ctx = CallContext::current().expect("inside a handler");
+                echo_through(ctx.node(), this.target, s).await
+            }),
+            "context" => call.unary(move |(): ()| async move {
+                let ctx = CallContext::current().expect("inside a handler");
+                this.contexts.lock().unwrap().push(ctx);
+            }),
+            _ => call.unknown_method(),
+        }
+    }
+}
+
+fn relay(conn: &Connection, method: &'static str, s: &str) -> Unary<(String,), String> {
+    Unary::new(conn, RELAY, method, (s.to_string(),))
+}
+
+/// Binds a node to `addr` once its previous owner has let go of it.
+async fn rebind(addr: SocketAddr) -> Node {
+    for _ in 0..100 {
+        if let Ok(node) = Node::builder().bind(addr).await {
+            return node;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{addr} still taken");
+}
+
+#[tokio::test]
+async fn a_node_whose_service_reaches_it_weakly_closes_when_dropped() {
+    let probe = probe();
+    let target = node(Node::builder().serve(TestService {
+        probe: probe.clone(),
+    }))
+    .await;
+    let server = node(Node::builder()).await;
+    let service = Relay {
+        node: server.downgrade(),
+        target: (target.local_addr(), target.id()),
+        contexts: Arc::default(),
+    };
+    server.serve(service.clone());
+    let addr = server.local_addr();
+    let client = node(Node::builder()).await;
+    let conn = client.connect(addr, server.id()).await.unwrap();
+
+    // The service reaches its node both ways, and calls the third node through it.
+    assert_eq!(relay(&conn, "via_weak", "weak").await.unwrap(), "weak");
+    assert_eq!(relay(&conn, "via_context", "ctx").await.unwrap(), "ctx");
+    Unary::<(), ()>::new(&conn, RELAY, "context", ())
+        .await
+        .unwrap();
+
+    // The application drops its last handle: the node closes, though its service and a
+    // kept call context can still name it.
+    let weak = server.downgrade();
+    drop(server);
+    let err = tokio::time::timeout(PROMPTLY, conn.closed())
+        .await
+        .expect("the peer to see the node close");
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    assert!(weak.upgrade().is_none());
+    assert!(service.node.upgrade().is_none());
+    let kept = service.contexts.lock().unwrap().pop().expect("a context");
+    assert!(kept.node().is_none());
+    drop(kept);
+    // Its socket is released.
+    let again = rebind(addr).await;
+    assert_eq!(again.local_addr(), addr);
 }

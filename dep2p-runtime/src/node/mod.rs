@@ -4,13 +4,16 @@
 mod builder;
 mod endpoint;
 mod transport;
+mod weak;
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 pub use builder::NodeBuilder;
+pub use weak::WeakNode;
 
 use crate::config::Config;
 use crate::connection::Connection;
@@ -28,7 +31,11 @@ use transport::{Transports, MAX_UDP_PAYLOAD};
 /// A dep2p node: an identity bound to a UDP socket, serving its services to any peer that
 /// connects and calling peers it connects to.
 ///
-/// Cheap to clone. Dropping the last handle closes the node's socket and every connection.
+/// Cheap to clone. Dropping the last handle closes every connection and the node's socket
+/// (released once no `Connection` or `CallContext` of the node is left either).
+/// A service that needs its node (to dial other peers) holds a [`WeakNode`] or reaches it with
+/// [`CallContext::node`](crate::CallContext::node): a `Node` it held would keep the node
+/// alive, since the node holds its services.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), dep2p_runtime::Error> {
@@ -111,19 +118,21 @@ impl Node {
             Arc::new(quinn::TokioRuntime),
         )?;
         let local_addr = endpoint.local_addr()?;
-        let shared = Arc::new(Shared::new(key.public(), config));
         let registry = Arc::new(Services::default());
         for service in services {
             registry.add(service);
         }
-        tokio::spawn(endpoint::accept(
-            endpoint.clone(),
-            servers,
-            Arc::clone(&shared),
-            Arc::clone(&registry),
-        ));
-        Ok(Node {
-            inner: Arc::new(NodeInner {
+        // Calls reach their node through a weak pointer, which a handler may upgrade.
+        let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
+            let node: Weak<dyn Any + Send + Sync> = node.clone();
+            let shared = Arc::new(Shared::new(key.public(), config, node));
+            tokio::spawn(endpoint::accept(
+                endpoint.clone(),
+                servers,
+                Arc::clone(&shared),
+                Arc::clone(&registry),
+            ));
+            NodeInner {
                 endpoint,
                 local_addr,
                 key,
@@ -132,8 +141,9 @@ impl Node {
                 transports,
                 shared,
                 services: registry,
-            }),
-        })
+            }
+        });
+        Ok(Node { inner })
     }
 
     /// This node's identity.

@@ -1,10 +1,11 @@
 //! What every connection and call of a node shares: its identity, its configuration, whether
-//! it is shutting down, the tasks that serve calls, and a weak way back to the node.
+//! it is shutting down or closed, the tasks that serve calls, and a weak way back to the node.
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
@@ -16,6 +17,8 @@ pub(crate) struct Shared {
     id: NodeId,
     config: Config,
     shutting_down: AtomicBool,
+    /// Cancelled once the node has closed.
+    closed: CancellationToken,
     tracker: TaskTracker,
     /// Accepted connections open or in their handshake.
     pub(crate) accepted: AtomicUsize,
@@ -29,6 +32,7 @@ impl Shared {
             id,
             config,
             shutting_down: AtomicBool::new(false),
+            closed: CancellationToken::new(),
             tracker: TaskTracker::new(),
             accepted: AtomicUsize::new(0),
             node,
@@ -57,7 +61,18 @@ impl Shared {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
+    /// Marks the node as shutting down: it takes no new calls. Whether this call did it.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        !self.shutting_down.swap(true, Ordering::Relaxed)
+    }
+
+    /// Marks the node as closed, waking whoever waits for it.
+    pub(crate) fn set_closed(&self) {
+        self.closed.cancel();
+    }
+
+    /// Completes once the node has closed.
+    pub(crate) fn closed(&self) -> WaitForCancellationFutureOwned {
+        self.closed.clone().cancelled_owned()
     }
 }

@@ -7,7 +7,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use dep2p_runtime::{
@@ -389,4 +389,131 @@ async fn a_node_whose_service_reaches_it_weakly_closes_when_dropped() {
     // Its socket is released.
     let again = rebind(addr).await;
     assert_eq!(again.local_addr(), addr);
+}
+
+/// A service whose `stop` call shuts its own node down.
+#[derive(Clone)]
+struct Admin;
+
+const ADMIN: &str = "Admin";
+
+impl Service for Admin {
+    fn name(&self) -> &str {
+        ADMIN
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        match call.method() {
+            // Answers how long the shutdown call took, in milliseconds.
+            "stop" => call.unary(|(grace_ms,): (u64,)| async move {
+                let ctx = CallContext::current().expect("inside a handler");
+                let node = ctx.node().expect("the serving node");
+                let started = Instant::now();
+                node.shutdown(Duration::from_millis(grace_ms)).await;
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+            }),
+            _ => call.unknown_method(),
+        }
+    }
+}
+
+fn stop(conn: &Connection, grace_ms: u64) -> Unary<(u64,), u64> {
+    Unary::new(conn, ADMIN, "stop", (grace_ms,))
+}
+
+#[tokio::test]
+async fn shutdown_from_a_handler_returns_promptly_and_its_answer_arrives() {
+    let probe = probe();
+    let server = Node::builder().serve(Admin).serve(TestService {
+        probe: probe.clone(),
+    });
+    let (server, _client, conn) = pair_with(server, &probe).await;
+    let other = tokio::spawn(sleep(&conn, 300).into_future());
+    eventually("the other call to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    let started = Instant::now();
+    let took = stop(&conn, 5_000).await.expect("the stop call's answer");
+    assert!(took < 1_000, "shutdown took {took} ms in the handler");
+    assert!(started.elapsed() < PROMPTLY);
+    // The other call still finishes, then the node closes, well within the grace period.
+    assert_eq!(other.await.unwrap().unwrap(), 300);
+    let err = tokio::time::timeout(PROMPTLY, conn.closed())
+        .await
+        .expect("the node to close once its calls are done");
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+    tokio::time::timeout(PROMPTLY, server.closed())
+        .await
+        .expect("closed() to complete");
+}
+
+#[tokio::test]
+async fn a_dropped_shutdown_goes_on_in_the_background() {
+    let probe = probe();
+    let (server, _client, conn) = pair(&probe).await;
+    let in_flight = tokio::spawn(sleep(&conn, 300).into_future());
+    eventually("the call to start", || {
+        probe.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), server.shutdown(PROMPTLY * 5)).await;
+    assert!(abandoned.is_err(), "the shutdown waits for the call");
+
+    // The node goes on shutting down: new calls are refused, the one in flight finishes...
+    let err = echo(&conn, "late").await.unwrap_err();
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+    assert_eq!(in_flight.await.unwrap().unwrap(), 300);
+    // ...and then it closes, without anyone waiting for the shutdown.
+    let err = tokio::time::timeout(PROMPTLY, conn.closed())
+        .await
+        .expect("the node to close once its calls are done");
+    assert!(matches!(err, Error::ShuttingDown), "{err:?}");
+    tokio::time::timeout(PROMPTLY, server.closed())
+        .await
+        .expect("closed() to complete");
+    let err = server
+        .connect(conn.remote_address(), conn.remote_id())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Closed), "{err:?}");
+    // A later shutdown returns at once.
+    tokio::time::timeout(PROMPTLY, server.shutdown(PROMPTLY * 5))
+        .await
+        .expect("shutdown of a closed node");
+}
+
+#[tokio::test]
+async fn closed_completes_when_the_node_ends() {
+    use futures::FutureExt;
+
+    // Closed at once.
+    let node_a = node(Node::builder()).await;
+    let closed = node_a.closed();
+    node_a.close();
+    tokio::time::timeout(PROMPTLY, closed).await.unwrap();
+    assert!(node_a.closed().now_or_never().is_some(), "already closed");
+
+    // Shut down: closed by the time the shutdown returns.
+    let node_b = node(Node::builder()).await;
+    let closed = node_b.closed();
+    node_b.shutdown(Duration::from_millis(100)).await;
+    assert!(closed.now_or_never().is_some());
+
+    // Its last handle dropped: the future keeps no handle itself.
+    let node_c = node(Node::builder()).await;
+    let closed = node_c.closed();
+    let other = node_c.clone();
+    drop(node_c);
+    let mut closed = Box::pin(closed);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut closed)
+            .await
+            .is_err(),
+        "a handle is left"
+    );
+    drop(other);
+    tokio::time::timeout(PROMPTLY, closed).await.unwrap();
 }

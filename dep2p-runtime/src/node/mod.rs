@@ -3,6 +3,7 @@
 
 mod builder;
 mod endpoint;
+mod shutdown;
 mod transport;
 mod weak;
 
@@ -10,7 +11,6 @@ use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 pub use builder::NodeBuilder;
 pub use weak::WeakNode;
@@ -66,8 +66,10 @@ struct NodeInner {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
+        self.shared.begin_shutdown();
         self.endpoint
             .close(wire::CLOSE_NORMAL.into(), b"node dropped");
+        self.shared.set_closed();
     }
 }
 
@@ -169,8 +171,17 @@ impl Node {
 
     /// Connects to the node `id` at `addr`.
     ///
-    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, and with
-    /// [`Error::Unreachable`] if no connection can be made within the connect timeout.
+    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, with
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout, and
+    /// with [`Error::Closed`] once the node is shutting down or closed.
+    ///
+    /// The connection closes when its last handle is dropped and no call is in flight on it
+    /// (see [`Connection`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes abandons the handshake, and no
+    /// connection is left open.
     pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
         let inner = &self.inner;
         if inner.shared.is_shutting_down() {
@@ -204,29 +215,5 @@ impl Node {
         let conn = Connection::dialed(quic, id, Arc::clone(&inner.shared));
         dispatch::spawn(conn.link(), Arc::clone(&inner.services), ());
         Ok(conn)
-    }
-
-    /// Stops taking new calls and connections, lets the calls in flight finish for up to
-    /// `grace`, then closes every connection.
-    ///
-    /// Calls that arrive meanwhile fail with [`Error::ShuttingDown`] on the caller's side, as
-    /// do calls still running when the grace period ends.
-    pub async fn shutdown(&self, grace: Duration) {
-        let inner = &self.inner;
-        inner.shared.begin_shutdown();
-        inner.endpoint.set_server_config(None);
-        inner.shared.tracker().close();
-        let _ = tokio::time::timeout(grace, inner.shared.tracker().wait()).await;
-        inner
-            .endpoint
-            .close(wire::CLOSE_SHUTDOWN.into(), b"shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
-    }
-
-    /// Closes every connection at once, failing the calls in flight.
-    pub fn close(&self) {
-        let inner = &self.inner;
-        inner.shared.begin_shutdown();
-        inner.endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"closed");
     }
 }

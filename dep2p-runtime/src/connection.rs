@@ -189,6 +189,13 @@ impl Connection {
     }
 
     /// Completes when the connection is closed, with the reason.
+    ///
+    /// Awaiting it uses a handle, so a connection this node dialed is not closed for want of
+    /// handles while it is awaited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the future only watches the connection.
     pub async fn closed(&self) -> Error {
         Error::from_connection(&self.link_ref().quic.closed().await)
     }

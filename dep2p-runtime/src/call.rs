@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::connection::Connection;
 use crate::deadline::Deadline;
 use crate::error::Error;
+use crate::hold::Hold;
 use crate::stream::{self, Receiver, Response, Sender};
 use crate::wire::{self, CallHeader, FrameReader, Kind, TAG_STATUS};
 
@@ -284,10 +285,28 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let default = self.conn.config().request_timeout;
-            self.open(Kind::Notify, Some(default)).await.map(drop)
+            let config = self.conn.config();
+            let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+            // A connection this node dialed closes once nothing uses it: the notification keeps
+            // it open until the peer has it.
+            let hold = self.conn.is_dialed().then(|| self.conn.hold());
+            let started = self.open(Kind::Notify, Some(default)).await?;
+            if let Some(hold) = hold {
+                deliver(started.send, hold, idle);
+            }
+            Ok(())
         })
     }
+}
+
+/// Keeps `hold` until the peer has received all that was written on `send` (or stopped
+/// reading it, or the idle bound passed), in a task of its own.
+fn deliver(send: quinn::SendStream, hold: Hold, idle: Duration) {
+    tokio::spawn(async move {
+        let bound = Deadline::until(None, idle);
+        let _ = bound.progress(async { Ok(send.stopped().await) }).await;
+        drop(hold);
+    });
 }
 
 impl<A, T, R> IntoFuture for Call<ServerStreamingKind<T, R>, A>
@@ -301,10 +320,11 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            let hold = self.conn.hold();
             let started = self.open(Kind::ServerStream, None).await?;
             let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
-            Ok(Receiver::with_response(reader, deadline))
+            Ok(Receiver::with_response(reader, deadline, hold))
         })
     }
 }
@@ -320,9 +340,10 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            let hold = self.conn.hold();
             let started = self.open(Kind::ClientStream, None).await?;
             let (sender, reader, deadline) = started.into_sender()?;
-            let response = Response::from_reader(reader, deadline);
+            let response = Response::from_reader(reader, deadline, hold);
             Ok((sender, response))
         })
     }
@@ -340,9 +361,10 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
+            let hold = self.conn.hold();
             let started = self.open(Kind::Bidi, None).await?;
             let (sender, reader, deadline) = started.into_sender()?;
-            let (receiver, response) = Receiver::with_response(reader, deadline);
+            let (receiver, response) = Receiver::with_response(reader, deadline, hold);
             Ok((sender, receiver, response))
         })
     }

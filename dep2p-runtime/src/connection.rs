@@ -1,13 +1,16 @@
-//! A connection between two nodes: who is at the other end, its streams, closing it.
+//! A connection between two nodes: who is at the other end, its streams, closing it, and who
+//! keeps it open.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::hold::{Claimed, Hold};
 use crate::id::NodeId;
 use crate::shared::Shared;
 use crate::wire::{self, FrameReader};
@@ -17,72 +20,189 @@ use crate::wire::{self, FrameReader};
 /// Cheap to clone. Either side can call over it: build a generated client with
 /// `{Trait}Client::new(connection)`. Calls the peer makes on it are served by this node's
 /// services, whichever side dialed.
-#[derive(Clone)]
+///
+/// # When it closes
+///
+/// A connection this node dialed ([`Node::connect`](crate::Node::connect)) closes once
+/// nothing uses it any more: every `Connection` handle is dropped (clones, generated clients
+/// made from it, contexts of calls served on it) and no call is in flight on it in either
+/// direction. A streaming call keeps it open while its `Receiver` or `Response` lives
+/// (dropping both cancels the call); a call the peer makes on it keeps it open until its
+/// answer has arrived; a notification, until the peer has it. The peer sees the connection
+/// close with the normal code, and calls it makes later fail with
+/// [`Error::ConnectionLost`].
+///
+/// A connection another node dialed to this one belongs to this node: it stays open while
+/// the peer keeps it, whatever handles this side holds: until the peer closes it or falls
+/// silent for the idle timeout, [`close`](Self::close) is called or the node closes.
+///
+/// [`close`](Self::close) closes either kind at once. A clone of the [`quic`](Self::quic)
+/// connection does not keep a connection open.
 pub struct Connection {
-    // One reference count for a clone: every call clones its connection.
-    inner: Arc<Inner>,
+    // A clone costs one reference count (and for a dialed connection, one count of its
+    // users): every call clones its connection.
+    link: Arc<Link>,
 }
 
-struct Inner {
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        self.link.acquire();
+        Connection {
+            link: Arc::clone(&self.link),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.link.release();
+    }
+}
+
+/// A connection's state: what its handles and the engine serving it share. The engine holds
+/// it for as long as the connection lives, which does not keep the connection open, and
+/// makes a [`Connection`] handle for each call the peer makes, which does.
+pub(crate) struct Link {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
     /// Bytes of large incoming frames this connection may have in memory at once.
     budget: Arc<Semaphore>,
+    /// Whether this node dialed the connection, and so closes it when unused.
+    dialed: bool,
+    /// For a dialed connection: its handles, and the [`Hold`]s of calls in flight.
+    users: AtomicUsize,
+}
+
+impl Link {
+    fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>, dialed: bool) -> Self {
+        let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
+        Link {
+            quic,
+            remote,
+            shared,
+            budget,
+            dialed,
+            users: AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection another node dialed, which this node keeps while the peer does.
+    pub(crate) fn accepted(
+        quic: quinn::Connection,
+        remote: NodeId,
+        shared: Arc<Shared>,
+    ) -> Arc<Self> {
+        Arc::new(Link::new(quic, remote, shared, false))
+    }
+
+    /// A handle on the connection, for a call the peer makes: it keeps a dialed connection
+    /// open while the call is served.
+    pub(crate) fn connection(self: &Arc<Self>) -> Connection {
+        self.acquire();
+        Connection {
+            link: Arc::clone(self),
+        }
+    }
+
+    pub(crate) fn quic(&self) -> &quinn::Connection {
+        &self.quic
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        self.shared.config()
+    }
+}
+
+impl Claimed for Link {
+    fn acquire(&self) {
+        if self.dialed {
+            self.users.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The last user of a dialed connection closes it. (A call the peer opens at that moment
+    /// meets the close, as one arriving just after it would.)
+    fn release(&self) {
+        if self.dialed && self.users.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.quic
+                .close(wire::CLOSE_NORMAL.into(), b"no handle left");
+        }
+    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("remote_id", &self.inner.remote)
-            .field("remote_address", &self.inner.quic.remote_address())
+            .field("remote_id", &self.link_ref().remote)
+            .field("remote_address", &self.link_ref().quic.remote_address())
             .finish()
     }
 }
 
 impl Connection {
-    /// Wraps an established QUIC connection to `remote`.
-    pub(crate) fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
-        let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
-        Connection {
-            inner: Arc::new(Inner {
-                quic,
-                remote,
-                shared,
-                budget,
-            }),
-        }
+    /// Wraps a QUIC connection this node dialed to `remote`: the first of its handles.
+    pub(crate) fn dialed(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
+        let link = Arc::new(Link::new(quic, remote, shared, true));
+        link.connection()
+    }
+
+    /// The connection's state, for the engine that serves it.
+    pub(crate) fn link(&self) -> Arc<Link> {
+        Arc::clone(&self.link)
+    }
+
+    /// A claim that keeps the connection open, for the parts of a call that outlive it.
+    pub(crate) fn hold(&self) -> Hold {
+        Hold::new(Arc::clone(&self.link) as Arc<dyn Claimed>)
+    }
+
+    fn link_ref(&self) -> &Link {
+        &self.link
     }
 
     /// The verified node id of the peer.
     pub fn remote_id(&self) -> NodeId {
-        self.inner.remote
+        self.link_ref().remote
     }
 
     /// The peer's current UDP address.
     pub fn remote_address(&self) -> SocketAddr {
-        self.inner.quic.remote_address()
+        self.link_ref().quic.remote_address()
     }
 
     /// The current round-trip time estimate.
     pub fn rtt(&self) -> std::time::Duration {
-        self.inner.quic.rtt()
+        self.link_ref().quic.rtt()
     }
 
     /// Closes the connection at once. Calls in flight on it fail with [`Error::Closed`] here
     /// and [`Error::ConnectionLost`] on the peer.
     pub fn close(&self) {
-        self.inner.quic.close(wire::CLOSE_NORMAL.into(), b"closed");
+        self.link_ref()
+            .quic
+            .close(wire::CLOSE_NORMAL.into(), b"closed");
     }
 
     /// Completes when the connection is closed, with the reason.
+    ///
+    /// Awaiting it uses a handle, so a connection this node dialed is not closed for want of
+    /// handles while it is awaited.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the future only watches the connection.
     pub async fn closed(&self) -> Error {
-        Error::from_connection(&self.inner.quic.closed().await)
+        Error::from_connection(&self.link_ref().quic.closed().await)
     }
 
     /// Why the connection closed, if it has.
     pub fn close_reason(&self) -> Option<Error> {
-        self.inner
+        self.link_ref()
             .quic
             .close_reason()
             .map(|e| Error::from_connection(&e))
@@ -93,24 +213,29 @@ impl Connection {
     /// Every stream the peer opens on it is read as a dep2p call, so open streams on it
     /// directly only to speak the protocol of `docs/PROTOCOL.md` yourself.
     pub fn quic(&self) -> &quinn::Connection {
-        &self.inner.quic
+        &self.link_ref().quic
     }
 
     pub(crate) fn config(&self) -> &Config {
-        self.inner.shared.config()
+        self.link_ref().shared.config()
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
-        &self.inner.shared
+        &self.link_ref().shared
+    }
+
+    /// Whether this node dialed the connection, which it then closes once nothing uses it.
+    pub(crate) fn is_dialed(&self) -> bool {
+        self.link_ref().dialed
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.inner.shared.is_shutting_down()
+        self.link_ref().shared.is_shutting_down()
     }
 
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, Arc::clone(&self.inner.budget))
+        FrameReader::new(recv, max, Arc::clone(&self.link_ref().budget))
     }
 }

@@ -14,7 +14,8 @@ tokio::task_local! {
 }
 
 /// What a handler can know about the call it serves: who called, until when, with which
-/// metadata, and the connection to call the caller back on.
+/// metadata, the connection to call the caller back on, and the node serving the call
+/// ([`node`](CallContext::node)).
 ///
 /// Reach it from inside a handler with [`CallContext::current`]. It is set for the handler's
 /// own task; a task the handler spawns does not inherit it, so pass a clone along.

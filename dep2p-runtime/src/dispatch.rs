@@ -6,55 +6,58 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Link};
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
 use crate::incoming::{reject, IncomingCall};
 use crate::service::Services;
 use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 
-/// Serves the calls `conn`'s peer makes, in a task of its own, until the connection closes;
+/// Serves the calls `link`'s peer makes, in a task of its own, until the connection closes;
 /// then `on_close` is dropped.
-pub(crate) fn spawn<T: Send + 'static>(conn: Connection, services: Arc<Services>, on_close: T) {
+///
+/// The engine holds the connection's [`Link`], which does not keep it open: each call the
+/// peer makes gets a [`Connection`] handle of its own, which does while the call is served.
+pub(crate) fn spawn<T: Send + 'static>(link: Arc<Link>, services: Arc<Services>, on_close: T) {
     tokio::spawn(async move {
-        serve(conn, services).await;
+        serve(link, services).await;
         drop(on_close);
     });
 }
 
 /// Accepts the streams the peer opens and serves each as a call, until the connection closes.
-async fn serve(conn: Connection, services: Arc<Services>) {
-    let limit = Arc::new(Semaphore::new(conn.config().max_concurrent_calls));
+async fn serve(link: Arc<Link>, services: Arc<Services>) {
+    let limit = Arc::new(Semaphore::new(link.config().max_concurrent_calls));
     // Notifications arrive on unidirectional streams, every other call on a bidirectional
     // one; each kind has its own accept loop, so neither polls the other's.
     let uni = tokio::spawn(serve_notifications(
-        conn.clone(),
+        Arc::clone(&link),
         Arc::clone(&services),
         Arc::clone(&limit),
     ));
-    while let Ok((send, recv)) = conn.quic().accept_bi().await {
+    while let Ok((send, recv)) = link.quic().accept_bi().await {
         let call = serve_stream(
-            conn.clone(),
+            link.connection(),
             Arc::clone(&services),
             Some(send),
             recv,
             Arc::clone(&limit),
         );
-        conn.shared().tracker().spawn(call);
+        link.shared().tracker().spawn(call);
     }
     let _ = uni.await;
 }
 
-async fn serve_notifications(conn: Connection, services: Arc<Services>, limit: Arc<Semaphore>) {
-    while let Ok(recv) = conn.quic().accept_uni().await {
+async fn serve_notifications(link: Arc<Link>, services: Arc<Services>, limit: Arc<Semaphore>) {
+    while let Ok(recv) = link.quic().accept_uni().await {
         let call = serve_stream(
-            conn.clone(),
+            link.connection(),
             Arc::clone(&services),
             None,
             recv,
             Arc::clone(&limit),
         );
-        conn.shared().tracker().spawn(call);
+        link.shared().tracker().spawn(call);
     }
 }
 

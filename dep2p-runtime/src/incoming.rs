@@ -335,9 +335,10 @@ fn panic_error(conn: &Connection, method: &str, during: &str, panic: &Panic) -> 
     }
 }
 
-/// Writes a call's last frame and finishes the stream. While the node shuts down, it then
-/// waits until the peer has received all of it (or stopped reading, or the connection is
-/// gone): the wait keeps the call counted as in flight, so the shutdown does not close the
+/// Writes a call's last frame and finishes the stream. While the node shuts down, or on a
+/// connection this node dialed (which closes once nothing uses it), it then waits until the
+/// peer has received all of it (or stopped reading, or the connection is gone): the wait keeps
+/// the call counted as in flight, so neither the shutdown nor the last handle going closes the
 /// connection under an answer still on its way. (Otherwise the wait would cost every call a
 /// wakeup when the acknowledgement arrives.)
 ///
@@ -350,7 +351,7 @@ async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes
         .await;
     match written {
         Ok(()) => {
-            if send.finish().is_ok() && conn.is_shutting_down() {
+            if send.finish().is_ok() && (conn.is_shutting_down() || conn.is_dialed()) {
                 let _ = bound.progress(async { Ok(send.stopped().await) }).await;
             }
         }

@@ -54,6 +54,7 @@ mod identity;
 mod tls;
 
 mod deadline;
+mod hold;
 mod stream;
 
 mod connection;
@@ -80,7 +81,7 @@ pub use error::Error;
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
-pub use node::{Node, NodeBuilder};
+pub use node::{Node, NodeBuilder, WeakNode};
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
 pub use wire::{Kind, ALPN};

@@ -1,8 +1,11 @@
 //! What every connection and call of a node shares: its identity, its configuration, whether
-//! it is shutting down, and the tasks that serve calls.
+//! it is shutting down or closed, the tasks that serve calls, and a weak way back to the node.
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
@@ -14,20 +17,31 @@ pub(crate) struct Shared {
     id: NodeId,
     config: Config,
     shutting_down: AtomicBool,
+    /// Cancelled once the node has closed.
+    closed: CancellationToken,
     tracker: TaskTracker,
     /// Accepted connections open or in their handshake.
     pub(crate) accepted: AtomicUsize,
+    /// The node itself, without keeping it alive (its type belongs to a layer above).
+    node: Weak<dyn Any + Send + Sync>,
 }
 
 impl Shared {
-    pub(crate) fn new(id: NodeId, config: Config) -> Self {
+    pub(crate) fn new(id: NodeId, config: Config, node: Weak<dyn Any + Send + Sync>) -> Self {
         Shared {
             id,
             config,
             shutting_down: AtomicBool::new(false),
+            closed: CancellationToken::new(),
             tracker: TaskTracker::new(),
             accepted: AtomicUsize::new(0),
+            node,
         }
+    }
+
+    /// The node, while anything else keeps it alive.
+    pub(crate) fn node(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        self.node.upgrade()
     }
 
     pub(crate) fn id(&self) -> NodeId {
@@ -47,7 +61,18 @@ impl Shared {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
+    /// Marks the node as shutting down: it takes no new calls. Whether this call did it.
+    pub(crate) fn begin_shutdown(&self) -> bool {
+        !self.shutting_down.swap(true, Ordering::Relaxed)
+    }
+
+    /// Marks the node as closed, waking whoever waits for it.
+    pub(crate) fn set_closed(&self) {
+        self.closed.cancel();
+    }
+
+    /// Completes once the node has closed.
+    pub(crate) fn closed(&self) -> WaitForCancellationFutureOwned {
+        self.closed.clone().cancelled_owned()
     }
 }

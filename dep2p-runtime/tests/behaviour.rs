@@ -442,7 +442,8 @@ async fn accepted_connections_are_limited() {
     let (_a, first) = dial().await;
     let (_b, second) = dial().await;
     let first = first.unwrap();
-    second.unwrap();
+    // Held: a dialed connection closes when its last handle goes.
+    let _second = second.unwrap();
     let (_c, third) = dial().await;
     let err = third.unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::connection::Connection;
+use crate::connection::Link;
 use crate::dispatch;
 use crate::service::Services;
 use crate::shared::Shared;
@@ -84,8 +84,8 @@ pub(crate) async fn accept(
             };
             match tls::remote_node_id(&quic) {
                 Some(remote) => {
-                    let conn = Connection::new(quic, remote, shared);
-                    dispatch::spawn(conn, services, slot);
+                    let link = Link::accepted(quic, remote, shared);
+                    dispatch::spawn(link, services, slot);
                 }
                 None => quic.close(wire::CLOSE_NORMAL.into(), b"no node id"),
             }

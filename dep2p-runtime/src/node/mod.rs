@@ -3,14 +3,17 @@
 
 mod builder;
 mod endpoint;
+mod shutdown;
 mod transport;
+mod weak;
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
 
 pub use builder::NodeBuilder;
+pub use weak::WeakNode;
 
 use crate::config::Config;
 use crate::connection::Connection;
@@ -28,7 +31,11 @@ use transport::{Transports, MAX_UDP_PAYLOAD};
 /// A dep2p node: an identity bound to a UDP socket, serving its services to any peer that
 /// connects and calling peers it connects to.
 ///
-/// Cheap to clone. Dropping the last handle closes the node's socket and every connection.
+/// Cheap to clone. Dropping the last handle closes every connection and the node's socket
+/// (released once no `Connection` or `CallContext` of the node is left either).
+/// A service that needs its node (to dial other peers) holds a [`WeakNode`] or reaches it with
+/// [`CallContext::node`](crate::CallContext::node): a `Node` it held would keep the node
+/// alive, since the node holds its services.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), dep2p_runtime::Error> {
@@ -59,8 +66,10 @@ struct NodeInner {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
+        self.shared.begin_shutdown();
         self.endpoint
             .close(wire::CLOSE_NORMAL.into(), b"node dropped");
+        self.shared.set_closed();
     }
 }
 
@@ -111,19 +120,21 @@ impl Node {
             Arc::new(quinn::TokioRuntime),
         )?;
         let local_addr = endpoint.local_addr()?;
-        let shared = Arc::new(Shared::new(key.public(), config));
         let registry = Arc::new(Services::default());
         for service in services {
             registry.add(service);
         }
-        tokio::spawn(endpoint::accept(
-            endpoint.clone(),
-            servers,
-            Arc::clone(&shared),
-            Arc::clone(&registry),
-        ));
-        Ok(Node {
-            inner: Arc::new(NodeInner {
+        // Calls reach their node through a weak pointer, which a handler may upgrade.
+        let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
+            let node: Weak<dyn Any + Send + Sync> = node.clone();
+            let shared = Arc::new(Shared::new(key.public(), config, node));
+            tokio::spawn(endpoint::accept(
+                endpoint.clone(),
+                servers,
+                Arc::clone(&shared),
+                Arc::clone(&registry),
+            ));
+            NodeInner {
                 endpoint,
                 local_addr,
                 key,
@@ -132,8 +143,9 @@ impl Node {
                 transports,
                 shared,
                 services: registry,
-            }),
-        })
+            }
+        });
+        Ok(Node { inner })
     }
 
     /// This node's identity.
@@ -159,8 +171,17 @@ impl Node {
 
     /// Connects to the node `id` at `addr`.
     ///
-    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, and with
-    /// [`Error::Unreachable`] if no connection can be made within the connect timeout.
+    /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, with
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout, and
+    /// with [`Error::Closed`] once the node is shutting down or closed.
+    ///
+    /// The connection closes when its last handle is dropped and no call is in flight on it
+    /// (see [`Connection`]).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future before it completes abandons the handshake, and no
+    /// connection is left open.
     pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
         let inner = &self.inner;
         if inner.shared.is_shutting_down() {
@@ -191,32 +212,8 @@ impl Node {
             }
             Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
         };
-        let conn = Connection::new(quic, id, Arc::clone(&inner.shared));
-        dispatch::spawn(conn.clone(), Arc::clone(&inner.services), ());
+        let conn = Connection::dialed(quic, id, Arc::clone(&inner.shared));
+        dispatch::spawn(conn.link(), Arc::clone(&inner.services), ());
         Ok(conn)
-    }
-
-    /// Stops taking new calls and connections, lets the calls in flight finish for up to
-    /// `grace`, then closes every connection.
-    ///
-    /// Calls that arrive meanwhile fail with [`Error::ShuttingDown`] on the caller's side, as
-    /// do calls still running when the grace period ends.
-    pub async fn shutdown(&self, grace: Duration) {
-        let inner = &self.inner;
-        inner.shared.begin_shutdown();
-        inner.endpoint.set_server_config(None);
-        inner.shared.tracker().close();
-        let _ = tokio::time::timeout(grace, inner.shared.tracker().wait()).await;
-        inner
-            .endpoint
-            .close(wire::CLOSE_SHUTDOWN.into(), b"shutting down");
-        let _ = tokio::time::timeout(Duration::from_secs(1), inner.endpoint.wait_idle()).await;
-    }
-
-    /// Closes every connection at once, failing the calls in flight.
-    pub fn close(&self) {
-        let inner = &self.inner;
-        inner.shared.begin_shutdown();
-        inner.endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"closed");
     }
 }

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::deadline::{Deadline, IdleTimer};
 use crate::error::Error;
+use crate::hold::Hold;
 use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
 
 /// The receiving half of a stream, shared by a [`Receiver`] and, on the calling side of
@@ -22,6 +23,8 @@ use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
 struct Inbound {
     state: Mutex<InboundState>,
     wakers: Arc<Wakers>,
+    /// On the calling side, keeps the call's connection open while the stream is read.
+    _hold: Option<Hold>,
 }
 
 /// Whoever polls the QUIC stream wakes both the receiver and the response.
@@ -112,7 +115,7 @@ impl InboundState {
 }
 
 impl Inbound {
-    fn new(reader: FrameReader, expects_result: bool) -> Arc<Self> {
+    fn new(reader: FrameReader, expects_result: bool, hold: Option<Hold>) -> Arc<Self> {
         Arc::new(Inbound {
             state: Mutex::new(InboundState {
                 reader: Some(reader),
@@ -121,6 +124,7 @@ impl Inbound {
                 taken: 0,
             }),
             wakers: Arc::new(Wakers::default()),
+            _hold: hold,
         })
     }
 
@@ -199,24 +203,26 @@ impl<T> fmt::Debug for Receiver<T> {
 impl<T> Receiver<T> {
     /// A receiver of a stream that simply ends (a handler's view of the caller's messages).
     pub(crate) fn new(reader: FrameReader, deadline: Deadline) -> Self {
-        Self::from_inbound(Some(Inbound::new(reader, false)), deadline)
+        Self::from_inbound(Some(Inbound::new(reader, false, None)), deadline)
     }
 
     /// A receiver of a stream that ends with the call's result, and the [`Response`] that
-    /// delivers that result.
+    /// delivers that result. Either keeps `hold` while it lives.
     pub(crate) fn with_response<R: DeserializeOwned + Send + 'static>(
         reader: FrameReader,
         deadline: Deadline,
+        hold: Hold,
     ) -> (Self, Response<R>) {
-        let inbound = Inbound::new(reader, true);
+        let inbound = Inbound::new(reader, true, Some(hold));
         let result = Arc::clone(&inbound);
         let response = Response {
             fut: Box::pin(async move {
                 let (mut timer, mut seen) = (deadline.timer(), 0);
                 let payload =
-                    std::future::poll_fn(|cx| result.poll_result(cx, &mut timer, &mut seen))
-                        .await?;
-                Ok(wire::decode(&payload)?)
+                    std::future::poll_fn(|cx| result.poll_result(cx, &mut timer, &mut seen)).await;
+                // The stream is done with: let go of it, and of its connection, now.
+                drop(result);
+                Ok(wire::decode(&payload?)?)
             }),
         };
         (Self::from_inbound(Some(inbound), deadline), response)
@@ -317,12 +323,14 @@ impl<R: DeserializeOwned + Send + 'static> Response<R> {
     /// The result is the one frame left to read on `reader`.
     ///
     /// Waiting for it is waiting for an answer: bounded by the call's deadline or, for a call
-    /// without one, by the idle bound from when it is first awaited.
-    pub(crate) fn from_reader(mut reader: FrameReader, deadline: Deadline) -> Self {
+    /// without one, by the idle bound from when it is first awaited. The response keeps
+    /// `hold` until it completes or is dropped.
+    pub(crate) fn from_reader(mut reader: FrameReader, deadline: Deadline, hold: Hold) -> Self {
         Response {
             fut: Box::pin(async move {
                 let result = deadline.answer(read_result(&mut reader)).await;
                 reader.try_finish();
+                drop(hold);
                 result
             }),
         }

@@ -2,6 +2,8 @@
 //! helpers to start nodes on loopback.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

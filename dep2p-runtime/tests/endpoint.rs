@@ -1,0 +1,232 @@
+//! The node's endpoint: which connection attempts it takes on and when, what a refused peer
+//! sees, shutdown, restarts, and what the TLS handshake offers and refuses.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::raw::{self, alerts};
+use common::*;
+use dep2p_runtime::{Error, Node, SecretKey};
+use rustls::pki_types::ServerName;
+use rustls::SignatureScheme;
+
+fn serving(builder: dep2p_runtime::NodeBuilder) -> dep2p_runtime::NodeBuilder {
+    builder.serve(TestService { probe: probe() })
+}
+
+#[derive(Debug, Default)]
+struct TicketCount(Mutex<usize>);
+
+impl rustls::client::ClientSessionStore for TicketCount {
+    fn set_kx_hint(&self, _: ServerName<'static>, _: rustls::NamedGroup) {}
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        None
+    }
+
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        _: rustls::client::Tls13ClientSessionValue,
+    ) {
+        *self.0.lock().unwrap() += 1;
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_node_issues_no_session_tickets() {
+    let server = node(serving(Node::builder())).await;
+    let tickets = Arc::new(TicketCount::default());
+    let (chain, key, _) = raw::ed25519_identity();
+    let mut tls = raw::client_tls(chain, key, &[dep2p_runtime::ALPN]);
+    tls.resumption = rustls::client::Resumption::store(tickets.clone());
+    // `dial` waits a moment after the handshake: tickets follow it at once.
+    let conn = raw::dial(server.local_addr(), tls).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.finish().unwrap();
+    let _ = recv.read_to_end(1024).await;
+    assert_eq!(*tickets.0.lock().unwrap(), 0, "session tickets were issued");
+}
+
+/// Records the signature schemes a dialing node offers in its ClientHello.
+#[derive(Debug)]
+struct OfferedByDialer {
+    offered: Mutex<Vec<SignatureScheme>>,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for OfferedByDialer {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        *self.offered.lock().unwrap() = hello.signature_schemes().to_vec();
+        Some(Arc::clone(&self.key))
+    }
+}
+
+/// Records the signature schemes a listening node asks a client certificate to use.
+#[derive(Debug)]
+struct AskedByListener {
+    asked: Mutex<Vec<SignatureScheme>>,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::client::ResolvesClientCert for AskedByListener {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        schemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        *self.asked.lock().unwrap() = schemes.to_vec();
+        Some(Arc::clone(&self.key))
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn certified_ed25519() -> (Arc<rustls::sign::CertifiedKey>, dep2p_runtime::NodeId) {
+    let (chain, key, id) = raw::ed25519_identity();
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+    (Arc::new(rustls::sign::CertifiedKey::new(chain, signer)), id)
+}
+
+#[tokio::test]
+async fn only_ed25519_signatures_are_offered_either_way() {
+    // As a dialer: the ClientHello's signature_algorithms.
+    let (key, id) = certified_ed25519();
+    let offered = Arc::new(OfferedByDialer {
+        offered: Mutex::new(Vec::new()),
+        key,
+    });
+    let mut tls = raw::server_builder()
+        .with_no_client_auth()
+        .with_cert_resolver(offered.clone());
+    tls.alpn_protocols = vec![dep2p_runtime::ALPN.to_vec()];
+    let listener = raw::listener(tls);
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.unwrap().await });
+    let client = node(Node::builder()).await;
+    let _ = client.connect(addr, id).await;
+    let _ = accepting.await;
+    assert_eq!(*offered.offered.lock().unwrap(), [SignatureScheme::ED25519]);
+
+    // As a listener: the CertificateRequest's signature_algorithms.
+    let server = node(serving(Node::builder())).await;
+    let (key, _) = certified_ed25519();
+    let asked = Arc::new(AskedByListener {
+        asked: Mutex::new(Vec::new()),
+        key,
+    });
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(raw::TrustAnything))
+        .with_client_cert_resolver(asked.clone());
+    tls.alpn_protocols = vec![dep2p_runtime::ALPN.to_vec()];
+    raw::dial(server.local_addr(), tls).await.unwrap();
+    assert_eq!(*asked.asked.lock().unwrap(), [SignatureScheme::ED25519]);
+}
+
+#[tokio::test]
+async fn a_listener_whose_key_is_not_ed25519_is_refused() {
+    let (chain, key) = raw::identity(&rcgen::PKCS_ECDSA_P256_SHA256, 0);
+    let listener = raw::listener(raw::server_tls(chain, key));
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.unwrap().await });
+    let client = node(Node::builder()).await;
+    let err = client
+        .connect(addr, SecretKey::generate().public())
+        .await
+        .expect_err("a P-256 listener was accepted");
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(accepting.await.unwrap().is_err());
+}
+
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// Dials `node` from a raw client presenting `identity`'s certificates (none if empty) and
+/// offering `alpn`; returns the TLS alert the node refused it with.
+async fn alert_from_listener(node: &Node, identity: Identity, alpn: &[&[u8]]) -> Option<u8> {
+    let (chain, key) = identity;
+    let err = raw::dial(node.local_addr(), raw::client_tls(chain, key, alpn))
+        .await
+        .expect_err("the raw client was accepted");
+    raw::alert(&err)
+}
+
+/// Has a node dial a raw listener presenting `identity` as the node `expected`; returns the TLS
+/// alert the listener received.
+async fn alert_from_dialer(identity: Identity, expected: dep2p_runtime::NodeId) -> Option<u8> {
+    let (chain, key) = identity;
+    let listener = raw::listener(raw::server_tls(chain, key));
+    let addr = listener.local_addr().unwrap();
+    let accepting = tokio::spawn(async move { listener.accept().await.unwrap().await });
+    let client = node(Node::builder()).await;
+    let result = client.connect(addr, expected).await;
+    assert!(result.is_err(), "the node accepted the raw listener");
+    let err = accepting
+        .await
+        .unwrap()
+        .expect_err("the listener saw no refusal");
+    raw::alert(&err)
+}
+
+#[tokio::test]
+async fn refusals_carry_the_documented_tls_alerts() {
+    let server = node(serving(Node::builder())).await;
+    let dep2p = &[dep2p_runtime::ALPN][..];
+    let ed25519 = |extra| raw::identity(&rcgen::PKCS_ED25519, extra);
+
+    // The listener's refusals.
+    let (_, key) = ed25519(0);
+    let none = alert_from_listener(&server, (Vec::new(), key), dep2p).await;
+    assert_eq!(none, Some(alerts::CERTIFICATE_REQUIRED), "no certificate");
+    // A key that cannot sign with Ed25519 leaves its holder nothing to present.
+    let p256 = raw::identity(&rcgen::PKCS_ECDSA_P256_SHA256, 0);
+    let p256 = alert_from_listener(&server, p256, dep2p).await;
+    assert_eq!(p256, Some(alerts::CERTIFICATE_REQUIRED), "P-256 key");
+    let chain = alert_from_listener(&server, ed25519(1), dep2p).await;
+    assert_eq!(chain, Some(alerts::CERTIFICATE_UNKNOWN), "two certificates");
+    let h3 = alert_from_listener(&server, ed25519(0), &[b"h3"]).await;
+    assert_eq!(h3, Some(alerts::NO_APPLICATION_PROTOCOL), "ALPN h3");
+    let no_alpn = alert_from_listener(&server, ed25519(0), &[]).await;
+    assert_eq!(no_alpn, Some(alerts::NO_APPLICATION_PROTOCOL), "no ALPN");
+
+    // The dialer's refusals.
+    let (chain, key, _) = raw::ed25519_identity();
+    let wrong = alert_from_dialer((chain, key), SecretKey::generate().public()).await;
+    assert_eq!(wrong, Some(alerts::ACCESS_DENIED), "another node id");
+    let (mut chain, key, id) = raw::ed25519_identity();
+    chain.push(chain[0].clone());
+    let two = alert_from_dialer((chain, key), id).await;
+    assert_eq!(two, Some(alerts::CERTIFICATE_UNKNOWN), "two certificates");
+}

@@ -1,7 +1,7 @@
 //! What every connection and call of a node shares: its identity, its configuration, whether
 //! it is shutting down, and the tasks that serve calls.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio_util::task::TaskTracker;
 
@@ -15,8 +15,6 @@ pub(crate) struct Shared {
     config: Config,
     shutting_down: AtomicBool,
     tracker: TaskTracker,
-    /// Accepted connections open or in their handshake.
-    pub(crate) accepted: AtomicUsize,
 }
 
 impl Shared {
@@ -26,7 +24,6 @@ impl Shared {
             config,
             shutting_down: AtomicBool::new(false),
             tracker: TaskTracker::new(),
-            accepted: AtomicUsize::new(0),
         }
     }
 

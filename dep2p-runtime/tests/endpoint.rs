@@ -2,19 +2,187 @@
 //! sees, shutdown, restarts, and what the TLS handshake offers and refuses.
 
 mod common;
+#[path = "endpoint/relay.rs"]
+mod relay;
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use common::raw::{self, alerts};
 use common::*;
 use dep2p_runtime::{Error, Node, SecretKey};
+use relay::{Mode, Relay};
 use rustls::pki_types::ServerName;
 use rustls::SignatureScheme;
+
+/// How long a refusal may take to reach a dialer: a few round trips on loopback, with room
+/// for a loaded machine. Waiting out a connect timeout takes longer.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// A client node that gives up dialing after `timeout`.
+async fn dialer(timeout: Duration) -> Node {
+    node(Node::builder().connect_timeout(timeout)).await
+}
 
 fn serving(builder: dep2p_runtime::NodeBuilder) -> dep2p_runtime::NodeBuilder {
     builder.serve(TestService { probe: probe() })
 }
 
+/// Starts a handshake with `server` that never completes (a relay drops all the server sends
+/// but Retry packets) and waits until the server has it in progress. Keep both values: the
+/// handshake lasts until the server gives up on it.
+async fn stalled_handshake(server: &Node) -> (Relay, Node) {
+    let relay = Relay::new(server.local_addr(), Mode::Stall).await;
+    let client = dialer(Duration::from_secs(30)).await;
+    let (addr, id, dialing) = (relay.addr(), server.id(), client.clone());
+    tokio::spawn(async move {
+        let _ = dialing.connect(addr, id).await;
+    });
+    relay.wait_for_handshake().await;
+    (relay, client)
+}
+
+/// Dials `server` from a new node, expecting a prompt refusal.
+async fn refused(server: &Node) -> Error {
+    let client = dialer(Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let result = client.connect(server.local_addr(), server.id()).await;
+    let err = result.expect_err("the dial was accepted");
+    assert!(
+        started.elapsed() < PROMPTLY,
+        "refused only after {:?}: {err}",
+        started.elapsed()
+    );
+    err
+}
+
+/// Dials `server` from a new node until a connection is made, for up to five seconds.
+async fn dial_until_accepted(server: &Node) -> (Node, dep2p_runtime::Connection) {
+    let started = Instant::now();
+    loop {
+        let client = dialer(Duration::from_secs(1)).await;
+        match client.connect(server.local_addr(), server.id()).await {
+            Ok(conn) => return (client, conn),
+            Err(err) => assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "still refused: {err}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn handshakes_in_progress_hold_no_connection_places() {
+    let server = node(serving(Node::builder().max_connections(2))).await;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(stalled_handshake(&server).await);
+    }
+    // Three handshakes in progress, and both places still free.
+    let (a, b) = (dialer(PROMPTLY).await, dialer(PROMPTLY).await);
+    let first = a.connect(server.local_addr(), server.id()).await.unwrap();
+    let second = b.connect(server.local_addr(), server.id()).await.unwrap();
+    assert_eq!(echo(&first, "one").await.unwrap(), "one");
+    assert_eq!(echo(&second, "two").await.unwrap(), "two");
+    // Established connections do count.
+    let err = refused(&server).await;
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_handshake_completing_on_a_full_node_is_closed_at_once() {
+    let server = node(serving(Node::builder().max_connections(1))).await;
+    // The late dialer finishes its half of the handshake; the node does not see the end of it
+    // until the relay lets it through.
+    let relay = Relay::new(server.local_addr(), Mode::Hold).await;
+    let late = dialer(PROMPTLY).await;
+    let late_conn = late.connect(relay.addr(), server.id()).await.unwrap();
+    // Meanwhile another dialer takes the only place.
+    let early = dialer(PROMPTLY).await;
+    let early_conn = early
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("the place is free while the other handshake is in progress");
+    relay.release().await;
+    let reason = tokio::time::timeout(PROMPTLY, late_conn.closed())
+        .await
+        .expect("the late connection was not closed at once");
+    match &reason {
+        Error::ConnectionLost(message) => assert!(message.contains("limit"), "{message}"),
+        other => panic!("closed with {other:?}"),
+    }
+    assert_eq!(echo(&early_conn, "kept").await.unwrap(), "kept");
+}
+
+#[tokio::test]
+async fn handshakes_in_progress_are_limited() {
+    // Two at most; the server gives up on a handshake after 800 ms.
+    let server = node(serving(
+        Node::builder()
+            .max_handshakes(2)
+            .connect_timeout(Duration::from_millis(800)),
+    ))
+    .await;
+    let _first = stalled_handshake(&server).await;
+    let second = stalled_handshake(&server).await;
+    // Past a quarter of the limit (here one), a dialer first proves its address.
+    assert!(second.0.saw_retry(), "the second handshake was not retried");
+    let err = refused(&server).await;
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    // Handshakes that time out give their places back.
+    let (_client, conn) = dial_until_accepted(&server).await;
+    assert_eq!(echo(&conn, "in").await.unwrap(), "in");
+}
+
+#[tokio::test]
+async fn dialers_are_retried_once_handshakes_pile_up() {
+    // Retry from two handshakes in progress: a quarter of eight.
+    let server = node(serving(Node::builder().max_handshakes(8))).await;
+    let client = dialer(Duration::from_secs(5)).await;
+
+    let quiet = Relay::new(server.local_addr(), Mode::Pass).await;
+    let conn = client.connect(quiet.addr(), server.id()).await.unwrap();
+    assert_eq!(echo(&conn, "quiet").await.unwrap(), "quiet");
+    assert!(!quiet.saw_retry(), "retried with no handshake in progress");
+
+    let _stalled = [
+        stalled_handshake(&server).await,
+        stalled_handshake(&server).await,
+    ];
+    let busy = Relay::new(server.local_addr(), Mode::Pass).await;
+    let conn = client.connect(busy.addr(), server.id()).await.unwrap();
+    assert_eq!(echo(&conn, "busy").await.unwrap(), "busy");
+    assert!(
+        busy.saw_retry(),
+        "not retried with two handshakes in progress"
+    );
+}
+
+#[tokio::test]
+async fn connections_from_one_address_are_limited() {
+    let server = node(serving(Node::builder().max_connections_per_ip(2))).await;
+    let (a, b) = (dialer(PROMPTLY).await, dialer(PROMPTLY).await);
+    let first = a.connect(server.local_addr(), server.id()).await.unwrap();
+    let _second = b.connect(server.local_addr(), server.id()).await.unwrap();
+    let err = refused(&server).await;
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+
+    // Another address has places of its own (any 127.x.y.z is this machine on Linux).
+    let other = Node::builder().bind("127.0.0.2:0").await.unwrap();
+    let conn = other
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    assert_eq!(echo(&conn, "other").await.unwrap(), "other");
+
+    // Closing a connection gives its address's place back.
+    first.close();
+    let (_client, conn) = dial_until_accepted(&server).await;
+    assert_eq!(echo(&conn, "again").await.unwrap(), "again");
+}
+
+/// Counts the TLS 1.3 session tickets a raw client receives.
 #[derive(Debug, Default)]
 struct TicketCount(Mutex<usize>);
 

@@ -1,6 +1,7 @@
 //! Nodes: an identity bound to a UDP socket, the services it serves and the connections it
 //! makes.
 
+mod admission;
 mod builder;
 mod endpoint;
 mod transport;
@@ -22,6 +23,7 @@ use crate::service::{Service, Services};
 use crate::shared::Shared;
 use crate::tls::{self, ExpectedPeer};
 use crate::wire;
+use admission::Admission;
 use endpoint::ServerConfigs;
 use transport::{Transports, MAX_UDP_PAYLOAD};
 
@@ -111,6 +113,7 @@ impl Node {
             Arc::new(quinn::TokioRuntime),
         )?;
         let local_addr = endpoint.local_addr()?;
+        let admission = Admission::new(&config);
         let shared = Arc::new(Shared::new(key.public(), config));
         let registry = Arc::new(Services::default());
         for service in services {
@@ -121,6 +124,7 @@ impl Node {
             servers,
             Arc::clone(&shared),
             Arc::clone(&registry),
+            admission,
         ));
         Ok(Node {
             inner: Arc::new(NodeInner {

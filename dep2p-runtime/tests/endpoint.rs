@@ -5,6 +5,7 @@ mod common;
 #[path = "endpoint/relay.rs"]
 mod relay;
 
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,45 @@ async fn connections_from_one_address_are_limited() {
     first.close();
     let (_client, conn) = dial_until_accepted(&server).await;
     assert_eq!(echo(&conn, "again").await.unwrap(), "again");
+}
+
+#[tokio::test]
+async fn a_dial_during_shutdown_is_refused_at_once() {
+    let probe = probe();
+    let (server, _client, conn) = pair(&probe).await;
+    let held = tokio::spawn(hold(&conn).into_future());
+    eventually("the held call to start", || {
+        probe.running.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    let stopping = {
+        let server = server.clone();
+        tokio::spawn(async move { server.shutdown(Duration::from_secs(5)).await })
+    };
+    // Shutting down: the node refuses new calls...
+    loop {
+        match echo(&conn, "x").await {
+            Err(Error::ShuttingDown) => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    // ...and new connections, at once.
+    let err = refused(&server).await;
+    assert!(
+        matches!(err, Error::Unreachable { .. } | Error::ShuttingDown),
+        "{err:?}"
+    );
+
+    probe.release.notify_waiters();
+    held.await.unwrap().unwrap();
+    stopping.await.unwrap();
+    // Shut down, with the handle still held: refused at once too.
+    let err = refused(&server).await;
+    assert!(
+        matches!(err, Error::Unreachable { .. } | Error::ShuttingDown),
+        "{err:?}"
+    );
 }
 
 /// Counts the TLS 1.3 session tickets a raw client receives.

@@ -204,11 +204,14 @@ impl Node {
     /// `grace`, then closes every connection.
     ///
     /// Calls that arrive meanwhile fail with [`Error::ShuttingDown`] on the caller's side, as
-    /// do calls still running when the grace period ends.
+    /// do calls still running when the grace period ends. Nodes that dial this one from now on
+    /// are refused at once (QUIC's CONNECTION_REFUSED; [`Error::Unreachable`] for them), during
+    /// the grace period and after it.
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.shared.begin_shutdown();
-        inner.endpoint.set_server_config(None);
+        // The endpoint keeps its server settings: the accept loop, and once the endpoint is
+        // closed quinn itself, answer new attempts with a refusal rather than silence.
         inner.shared.tracker().close();
         let _ = tokio::time::timeout(grace, inner.shared.tracker().wait()).await;
         inner

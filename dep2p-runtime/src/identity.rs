@@ -176,6 +176,18 @@ impl SecretKey {
             .map_err(|e| Error::Io(Arc::new(e)))
     }
 
+    /// A 32-byte key for one purpose, derived from this key: HMAC-SHA256 keyed with the seed,
+    /// over a fixed `label` naming the purpose. The same key and label always give the same
+    /// bytes; different labels give unrelated ones, and none reveals the key.
+    pub(crate) fn derive(&self, label: &[u8]) -> [u8; 32] {
+        let seed = &self.pkcs8[PKCS8_V1_PREFIX.len()..];
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed);
+        let tag = ring::hmac::sign(&key, label);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
     /// The node id of this key.
     pub fn public(&self) -> NodeId {
         self.public
@@ -375,6 +387,20 @@ mod tests {
             );
         }
         assert_eq!(dir.files().len(), 20, "{:?}", dir.files());
+    }
+
+    #[test]
+    fn derived_keys_depend_on_the_key_and_the_label() {
+        let key = SecretKey::generate();
+        let reset = key.derive(b"one purpose");
+        assert_eq!(reset, key.derive(b"one purpose"));
+        assert_eq!(
+            reset,
+            SecretKey::from_bytes(key.to_bytes()).derive(b"one purpose")
+        );
+        assert_ne!(reset, key.derive(b"another purpose"));
+        assert_ne!(reset, SecretKey::generate().derive(b"one purpose"));
+        assert_ne!(reset, key.to_bytes());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The node's endpoint: which connection attempts it takes on and when, what a refused peer
 //! sees, shutdown, restarts, and what the TLS handshake offers and refuses.
 
+#[path = "endpoint/child.rs"]
+mod child;
 mod common;
 #[path = "endpoint/relay.rs"]
 mod relay;
@@ -9,6 +11,7 @@ use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use child::NodeProcess;
 use common::raw::{self, alerts};
 use common::*;
 use dep2p_runtime::{Error, Node, SecretKey};
@@ -220,6 +223,53 @@ async fn a_dial_during_shutdown_is_refused_at_once() {
         matches!(err, Error::Unreachable { .. } | Error::ShuttingDown),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_restarted_node_resets_its_old_connections() {
+    const TEST: &str = "a_restarted_node_resets_its_old_connections";
+    child::run_if_child();
+
+    let key = SecretKey::generate();
+    let dir = std::env::temp_dir().join(format!(
+        "dep2p-restart-{}-{}",
+        std::process::id(),
+        key.public().fmt_short()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("node.key");
+    key.save(&key_file).unwrap();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let first = NodeProcess::start(TEST, &key_file, 0);
+        let client = node(Node::builder()).await;
+        let conn = client.connect(first.addr, key.public()).await.unwrap();
+        assert_eq!(echo(&conn, "before").await.unwrap(), "before");
+
+        // The process dies without a word to its peers, and a new one takes its key and port.
+        let addr = first.addr;
+        first.kill();
+        let second = NodeProcess::start(TEST, &key_file, addr.port());
+        assert_eq!(second.addr, addr);
+
+        // The old connection's next packet draws a stateless reset: the call fails at once,
+        // not after the 30 s idle timeout.
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(3), echo(&conn, "after").into_future())
+                .await
+                .expect("the call on the dead connection was still waiting after 3 s");
+        let err = outcome.expect_err("a call reached a node that never had the connection");
+        assert!(err.is_connection_error(), "{err:?}");
+        assert!(conn.close_reason().is_some());
+        eprintln!("old connection failed after {:?}: {err}", started.elapsed());
+
+        // The new process is the same node.
+        let conn = client.connect(second.addr, key.public()).await.unwrap();
+        assert_eq!(echo(&conn, "again").await.unwrap(), "again");
+    });
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Counts the TLS 1.3 session tickets a raw client receives.

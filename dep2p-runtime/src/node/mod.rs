@@ -4,6 +4,7 @@
 mod admission;
 mod builder;
 mod endpoint;
+mod reset;
 mod transport;
 
 use std::fmt;
@@ -101,7 +102,7 @@ impl Node {
             loopback: server_config(&transports.loopback),
         };
 
-        let mut endpoint_config = quinn::EndpointConfig::default();
+        let mut endpoint_config = reset::endpoint_config(&key);
         endpoint_config
             .max_udp_payload_size(MAX_UDP_PAYLOAD)
             .map_err(|e| Error::Config(e.to_string()))?;

@@ -165,7 +165,8 @@ impl Node {
     /// Connects to the node `id` at `addr`.
     ///
     /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, and with
-    /// [`Error::Unreachable`] if no connection can be made within the connect timeout.
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout or the
+    /// peer refuses it (at its connection limits, or shutting down).
     pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
         let inner = &self.inner;
         if inner.shared.is_shutting_down() {

@@ -21,8 +21,13 @@ pub(crate) struct Config {
     /// they arrive; a stream whose message does not fit waits (and so does its sender).
     /// Default: 64 MiB.
     pub(crate) connection_buffer: usize,
-    /// Accepted connections open at once. Default: 4,096.
+    /// Accepted connections open at once, counted from the end of their handshake.
+    /// Default: 4,096.
     pub(crate) max_connections: usize,
+    /// Handshakes of connections from other nodes in progress at once. Default: 1,024.
+    pub(crate) max_handshakes: usize,
+    /// Accepted connections (handshakes included) from one IP address. Default: 2,048.
+    pub(crate) max_connections_per_ip: usize,
     /// Calls a connection may have running on this node at once; more are refused with
     /// [`Error::Overloaded`](crate::Error::Overloaded). Default: 1,024.
     pub(crate) max_concurrent_calls: usize,
@@ -59,6 +64,8 @@ impl Default for Config {
             max_message_size: 16 * 1024 * 1024,
             connection_buffer: 64 * 1024 * 1024,
             max_connections: 4096,
+            max_handshakes: 1024,
+            max_connections_per_ip: 2048,
             max_concurrent_calls: 1024,
             max_concurrent_streams: 128,
             header_timeout: Duration::from_secs(10),

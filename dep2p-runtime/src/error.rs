@@ -180,6 +180,11 @@ impl Error {
             {
                 Error::ShuttingDown
             }
+            quinn::ConnectionError::ApplicationClosed(close)
+                if close.error_code.into_inner() == u64::from(wire::CLOSE_REFUSED) =>
+            {
+                Error::ConnectionLost("refused by the peer: its connection limit is reached".into())
+            }
             quinn::ConnectionError::LocallyClosed => Error::Closed,
             other => Error::ConnectionLost(other.to_string()),
         }

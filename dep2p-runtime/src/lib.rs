@@ -51,6 +51,7 @@ mod id;
 
 mod config;
 mod identity;
+mod key_file;
 mod tls;
 
 mod deadline;

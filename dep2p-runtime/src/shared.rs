@@ -2,7 +2,7 @@
 //! it is shutting down or closed, the tasks that serve calls, and a weak way back to the node.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -20,8 +20,6 @@ pub(crate) struct Shared {
     /// Cancelled once the node has closed.
     closed: CancellationToken,
     tracker: TaskTracker,
-    /// Accepted connections open or in their handshake.
-    pub(crate) accepted: AtomicUsize,
     /// The node itself, without keeping it alive (its type belongs to a layer above).
     node: Weak<dyn Any + Send + Sync>,
 }
@@ -34,7 +32,6 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             closed: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            accepted: AtomicUsize::new(0),
             node,
         }
     }

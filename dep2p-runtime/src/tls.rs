@@ -4,15 +4,19 @@
 //! key. Nothing else in the certificate matters: no certificate authority, no names, no
 //! validity dates. What authenticates a peer is the TLS 1.3 handshake signature, which only
 //! the holder of the private key can produce; the [`NodeId`] is that public key.
+//!
+//! Both directions offer and accept Ed25519 signatures only, and no session is ever resumed:
+//! the listener issues no session tickets and keeps no sessions, the dialer stores none, so
+//! every connection proves both keys afresh.
 
 use std::sync::{Arc, Mutex};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::error::Error;
 use crate::id::NodeId;
@@ -24,6 +28,24 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
 
+/// The one signature algorithm a node verifies, and the one scheme it offers: Ed25519.
+static ED25519_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
+    all: &[webpki::ring::ED25519],
+    mapping: &[(SignatureScheme::ED25519, &[webpki::ring::ED25519])],
+};
+
+/// Why a peer's certificate is refused, beyond what rustls names itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refusal(&'static str);
+
+/// A refusal the peer learns as the TLS alert `certificate_unknown`.
+fn refuse_certificate(why: &'static str) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        Refusal(why),
+    ))))
+}
+
 /// Extracts the node id from a DER `SubjectPublicKeyInfo`, which must hold an Ed25519 key.
 fn node_id_from_spki(spki: &[u8]) -> Option<NodeId> {
     let key = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
@@ -33,31 +55,43 @@ fn node_id_from_spki(spki: &[u8]) -> Option<NodeId> {
 
 /// The node id a peer's certificate proves, if the certificate is well formed and holds an
 /// Ed25519 key.
+///
+/// "Well formed" is what webpki's end-entity parsing checks: DER of an X.509 v3 certificate
+/// (version 3, a serial number, the signature algorithm twice and consistent, a validity
+/// period, a SubjectPublicKeyInfo) with well-formed extensions and no unknown critical one.
+/// Nothing about issuers, constraints, dates or names is checked, nor the certificate's own
+/// signature.
 pub(crate) fn node_id_from_certificate(cert: &CertificateDer<'_>) -> Result<NodeId, rustls::Error> {
     let parsed = webpki::EndEntityCert::try_from(cert)
-        .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
-    node_id_from_spki(parsed.subject_public_key_info().as_ref()).ok_or_else(|| {
-        rustls::Error::General("peer certificate does not hold an Ed25519 key".into())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    node_id_from_spki(parsed.subject_public_key_info().as_ref())
+        .ok_or_else(|| refuse_certificate("the peer's certificate does not hold an Ed25519 key"))
+}
+
+/// The cryptography of both directions: ring, verifying Ed25519 signatures only.
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        signature_verification_algorithms: ED25519_ONLY,
+        ..rustls::crypto::ring::default_provider()
     })
-}
-
-/// The TLS configuration shared by both directions.
-pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn supported_algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
 }
 
 fn check_single_certificate(intermediates: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
     if intermediates.is_empty() {
         Ok(())
     } else {
-        Err(rustls::Error::General(
-            "a dep2p peer presents exactly one certificate".into(),
+        Err(refuse_certificate(
+            "a dep2p peer presents exactly one certificate",
         ))
     }
+}
+
+fn verify_ed25519(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    rustls::crypto::verify_tls13_signature(message, cert, dss, &ED25519_ONLY)
 }
 
 /// Verifies the server's certificate when dialing: it must carry the expected node id.
@@ -66,7 +100,6 @@ pub(crate) struct ExpectedPeer {
     expected: NodeId,
     /// The node id the server actually presented, for a precise error on mismatch.
     pub(crate) presented: Mutex<Option<NodeId>>,
-    algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl ExpectedPeer {
@@ -74,7 +107,6 @@ impl ExpectedPeer {
         ExpectedPeer {
             expected,
             presented: Mutex::new(None),
-            algorithms: supported_algorithms(),
         }
     }
 }
@@ -96,8 +128,9 @@ impl ServerCertVerifier for ExpectedPeer {
         if presented == self.expected {
             Ok(ServerCertVerified::assertion())
         } else {
+            // Sent as the TLS alert `access_denied`.
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                CertificateError::ApplicationVerificationFailure,
             ))
         }
     }
@@ -119,28 +152,18 @@ impl ServerCertVerifier for ExpectedPeer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        verify_ed25519(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.supported_schemes()
     }
 }
 
 /// Verifies a dialing client's certificate: any Ed25519 key is accepted; which node it is
 /// becomes the connection's remote id.
 #[derive(Debug)]
-pub(crate) struct AnyPeer {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl AnyPeer {
-    pub(crate) fn new() -> Self {
-        AnyPeer {
-            algorithms: supported_algorithms(),
-        }
-    }
-}
+pub(crate) struct AnyPeer;
 
 impl ClientCertVerifier for AnyPeer {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -175,11 +198,11 @@ impl ClientCertVerifier for AnyPeer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        verify_ed25519(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
+        ED25519_ONLY.supported_schemes()
     }
 }
 
@@ -190,22 +213,34 @@ pub(crate) fn remote_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     node_id_from_certificate(certs.first()?).ok()
 }
 
-/// The QUIC server side of a node's TLS: any Ed25519 client key is accepted.
+/// The TLS server side of a node: any Ed25519 client key is accepted (a client certificate is
+/// required), no session tickets are issued and no sessions are kept.
+fn server_tls(
+    cert: &CertificateDer<'static>,
+    private: &PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, Error> {
+    let mut crypto = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Config(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(AnyPeer))
+        .with_single_cert(vec![cert.clone()], private.clone_key())
+        .map_err(|e| Error::InvalidKey(e.to_string()))?;
+    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.send_tls13_tickets = 0;
+    crypto.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    Ok(crypto)
+}
+
+/// The QUIC server side of a node's TLS (see [`server_tls`]).
 pub(crate) fn server_config(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
 ) -> Result<QuicServerConfig, Error> {
-    let mut crypto = rustls::ServerConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| Error::Config(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(AnyPeer::new()))
-        .with_single_cert(vec![cert.clone()], private.clone_key())
-        .map_err(|e| Error::InvalidKey(e.to_string()))?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
-    QuicServerConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))
+    QuicServerConfig::try_from(server_tls(cert, private)?).map_err(|e| Error::Config(e.to_string()))
 }
 
-/// The QUIC client side of a node's TLS when dialing: `verifier` checks the expected key.
+/// The QUIC client side of a node's TLS when dialing: `verifier` checks the expected key; no
+/// session is stored for resumption.
 pub(crate) fn client_config(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
@@ -219,5 +254,57 @@ pub(crate) fn client_config(
         .with_client_auth_cert(vec![cert.clone()], private.clone_key())
         .map_err(|e| Error::InvalidKey(e.to_string()))?;
     crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.resumption = rustls::client::Resumption::disabled();
     QuicClientConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_ed25519_is_offered_and_verified() {
+        let provider = crypto_provider();
+        let verified = provider
+            .signature_verification_algorithms
+            .supported_schemes();
+        assert_eq!(verified, [SignatureScheme::ED25519]);
+        let id = crate::identity::SecretKey::generate().public();
+        assert_eq!(
+            ExpectedPeer::new(id).supported_verify_schemes(),
+            [SignatureScheme::ED25519]
+        );
+        assert_eq!(
+            AnyPeer.supported_verify_schemes(),
+            [SignatureScheme::ED25519]
+        );
+    }
+
+    #[test]
+    fn the_listener_issues_no_tickets_and_keeps_no_sessions() {
+        let key = crate::identity::SecretKey::generate();
+        let (cert, private) = key.certificate().unwrap();
+        let tls = server_tls(&cert, &private).unwrap();
+        assert_eq!(tls.send_tls13_tickets, 0);
+        assert!(!tls.session_storage.can_cache());
+        assert!(!tls.ticketer.enabled());
+    }
+
+    #[test]
+    fn refusals_name_the_certificate_problem() {
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert!(matches!(
+            node_id_from_certificate(&garbage),
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding
+            ))
+        ));
+        let cert = CertificateDer::from(vec![0u8]);
+        assert!(matches!(
+            check_single_certificate(&[cert]),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                _
+            )))
+        ));
+    }
 }

@@ -3,74 +3,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
+use common::raw::{self, identity};
 use common::*;
 use dep2p_runtime::quinn;
 use dep2p_runtime::Node;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-
-/// Accepts any server certificate: these tests are about what the server accepts.
-#[derive(Debug)]
-struct TrustAnything;
-
-impl ServerCertVerifier for TrustAnything {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &CertificateDer<'_>,
-        _: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Ok(HandshakeSignatureValid::assertion())
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A self-signed certificate (and its key) for `alg`, plus `extra` more certificates in the
-/// chain.
-fn identity(
-    alg: &'static rcgen::SignatureAlgorithm,
-    extra: usize,
-) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-    let key = rcgen::KeyPair::generate_for(alg).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["peer".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let mut chain = vec![cert.der().clone()];
-    for _ in 0..extra {
-        chain.push(cert.der().clone());
-    }
-    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    (chain, der)
-}
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// Dials `server` with a raw QUIC client presenting `chain` and offering `alpn`.
 async fn dial(
@@ -79,26 +16,7 @@ async fn dial(
     key: PrivateKeyDer<'static>,
     alpn: &[&[u8]],
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TrustAnything))
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    crypto.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let connecting = endpoint.connect(server.local_addr(), "dep2p").unwrap();
-    let conn = connecting.await?;
-    // A connection the server accepted at the TLS level may still be closed by it at once.
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    match conn.close_reason() {
-        Some(reason) => Err(reason),
-        None => Ok(conn),
-    }
+    raw::dial(server.local_addr(), raw::client_tls(chain, key, alpn)).await
 }
 
 async fn still_serves(server: &Node) {

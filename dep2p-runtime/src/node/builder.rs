@@ -75,11 +75,43 @@ impl NodeBuilder {
         self
     }
 
-    /// Connections from other nodes this node keeps open (or in their handshake) at once;
-    /// more are refused at the QUIC level, and their dialer gets
-    /// [`Error::Unreachable`]. Connections this node dials do not count. Default: 4,096.
+    /// Connections from other nodes this node keeps open at once. A connection takes its place
+    /// when its handshake completes, so handshakes in progress (bounded by
+    /// [`max_handshakes`](Self::max_handshakes)) never hold places. An attempt that finds every
+    /// place taken is refused at the QUIC level and its dialer gets [`Error::Unreachable`]; a
+    /// handshake that completes after the last place was taken is closed at once, and calls
+    /// on it fail with [`Error::ConnectionLost`]. Connections this node dials do not count.
+    /// Default: 4,096.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = connections;
+        self
+    }
+
+    /// Handshakes of connections from other nodes in progress at once; further attempts are
+    /// refused at the QUIC level ([`Error::Unreachable`] for their dialer). A handshake lasts
+    /// about a round trip, or until the [connect timeout](Self::connect_timeout) for a peer
+    /// that never finishes it.
+    ///
+    /// Once a quarter of this many handshakes are in progress, the node answers an attempt
+    /// from an address it has not yet validated with a QUIC Retry: the dialer must prove it
+    /// receives packets at its address, at the cost of one more round trip, before the node
+    /// spends a signature on it or sends it more than it received. Below that, as in normal
+    /// operation, no attempt pays the extra round trip. Default: 1,024 (Retry from 256).
+    pub fn max_handshakes(mut self, handshakes: usize) -> Self {
+        self.config.max_handshakes = handshakes;
+        self
+    }
+
+    /// Connections from one IP address this node keeps open at once, handshakes in progress
+    /// included; further attempts from that address are refused at the QUIC level
+    /// ([`Error::Unreachable`] for their dialer). IPv4 addresses mapped into IPv6 count as the
+    /// IPv4 address; other IPv6 addresses count one by one.
+    ///
+    /// Default: 2,048: room for a host that legitimately keeps many connections (a benchmark
+    /// opening 1,000, a gateway), while one address never takes more than half of the
+    /// default [`max_connections`](Self::max_connections).
+    pub fn max_connections_per_ip(mut self, connections: usize) -> Self {
+        self.config.max_connections_per_ip = connections;
         self
     }
 

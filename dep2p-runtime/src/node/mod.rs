@@ -1,8 +1,10 @@
 //! Nodes: an identity bound to a UDP socket, the services it serves and the connections it
 //! makes.
 
+mod admission;
 mod builder;
 mod endpoint;
+mod reset;
 mod shutdown;
 mod transport;
 mod weak;
@@ -25,6 +27,7 @@ use crate::service::{Service, Services};
 use crate::shared::Shared;
 use crate::tls::{self, ExpectedPeer};
 use crate::wire;
+use admission::Admission;
 use endpoint::ServerConfigs;
 use transport::{Transports, MAX_UDP_PAYLOAD};
 
@@ -108,7 +111,7 @@ impl Node {
             loopback: server_config(&transports.loopback),
         };
 
-        let mut endpoint_config = quinn::EndpointConfig::default();
+        let mut endpoint_config = reset::endpoint_config(&key);
         endpoint_config
             .max_udp_payload_size(MAX_UDP_PAYLOAD)
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -120,6 +123,7 @@ impl Node {
             Arc::new(quinn::TokioRuntime),
         )?;
         let local_addr = endpoint.local_addr()?;
+        let admission = Admission::new(&config);
         let registry = Arc::new(Services::default());
         for service in services {
             registry.add(service);
@@ -133,6 +137,7 @@ impl Node {
                 servers,
                 Arc::clone(&shared),
                 Arc::clone(&registry),
+                admission,
             ));
             NodeInner {
                 endpoint,
@@ -172,8 +177,9 @@ impl Node {
     /// Connects to the node `id` at `addr`.
     ///
     /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, with
-    /// [`Error::Unreachable`] if no connection can be made within the connect timeout, and
-    /// with [`Error::Closed`] once the node is shutting down or closed.
+    /// [`Error::Unreachable`] if no connection can be made within the connect timeout or the
+    /// peer refuses it (at its connection limits, or shutting down), and with
+    /// [`Error::Closed`] once this node is shutting down or closed.
     ///
     /// The connection closes when its last handle is dropped and no call is in flight on it
     /// (see [`Connection`]).

@@ -25,7 +25,9 @@ impl Node {
     /// closes.
     ///
     /// The shutdown runs in a task of its own, started by the first call; a later call, with
-    /// whatever `grace`, waits for that one.
+    /// whatever `grace`, waits for that one. Nodes that dial this one from then on are refused
+    /// at once (QUIC's CONNECTION_REFUSED; [`Error::Unreachable`](crate::Error::Unreachable)
+    /// for them), during the grace period and after it.
     ///
     /// Called from a handler of this node (an admin's "stop" call, say), it returns as soon
     /// as the shutdown has begun: waiting for the end would mean waiting for its own call.
@@ -51,7 +53,8 @@ impl Node {
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         if inner.shared.begin_shutdown() {
-            inner.endpoint.set_server_config(None);
+            // The endpoint keeps its server settings: the accept loop, and once the endpoint
+            // is closed quinn itself, answer new attempts with a refusal rather than silence.
             tokio::spawn(drain(
                 inner.endpoint.clone(),
                 Arc::clone(&inner.shared),

@@ -2,6 +2,7 @@
 //! helpers to start nodes on loopback.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
 pub mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

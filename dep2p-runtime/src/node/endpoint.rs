@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::connection::Link;
+use crate::deadline::Deadline;
 use crate::dispatch;
 use crate::service::Services;
 use crate::shared::Shared;
@@ -79,7 +80,7 @@ async fn establish(
     services: Arc<Services>,
 ) {
     let timeout = shared.config().connect_timeout;
-    let quic = match tokio::time::timeout(timeout, connecting).await {
+    let quic = match Deadline::after(timeout).within(connecting).await {
         Ok(Ok(quic)) => quic,
         Ok(Err(err)) => {
             tracing::debug!(%err, "incoming connection failed");

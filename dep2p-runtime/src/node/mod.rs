@@ -19,6 +19,7 @@ pub use weak::WeakNode;
 
 use crate::config::Config;
 use crate::connection::Connection;
+use crate::deadline::Deadline;
 use crate::dispatch;
 use crate::error::Error;
 use crate::id::NodeId;
@@ -204,7 +205,7 @@ impl Node {
             .connect_with(config, addr, "dep2p")
             .map_err(|e| unreachable(e.to_string()))?;
         let timeout = inner.shared.config().connect_timeout;
-        let quic = match tokio::time::timeout(timeout, connecting).await {
+        let quic = match Deadline::after(timeout).within(connecting).await {
             Ok(Ok(quic)) => quic,
             Ok(Err(err)) => {
                 let presented = verifier.presented.lock().ok().and_then(|p| *p);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::CallContext;
+use crate::deadline::Deadline;
 use crate::shared::Shared;
 use crate::wire;
 
@@ -115,8 +116,10 @@ impl Node {
 /// closed.
 async fn drain(endpoint: quinn::Endpoint, shared: Arc<Shared>, grace: Duration) {
     shared.tracker().close();
-    let _ = tokio::time::timeout(grace, shared.tracker().wait()).await;
+    let _ = Deadline::after(grace).within(shared.tracker().wait()).await;
     endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"shutting down");
-    let _ = tokio::time::timeout(CLOSE_LINGER, endpoint.wait_idle()).await;
+    let _ = Deadline::after(CLOSE_LINGER)
+        .within(endpoint.wait_idle())
+        .await;
     shared.set_closed();
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::wire::FRAME_HEAD;
+use crate::wire::{HeaderLimits, FRAME_HEAD};
 
 /// Limits and timeouts of a node, set through [`NodeBuilder`](crate::NodeBuilder).
 ///
@@ -21,6 +21,9 @@ pub(crate) struct Config {
     /// they arrive; a stream whose message does not fit waits (and so does its sender).
     /// Default: 64 MiB.
     pub(crate) connection_buffer: usize,
+    /// Bounds of a call header, sent or received. Default: 64 metadata entries of at most
+    /// 8 KiB each, 16 KiB in all.
+    pub(crate) header: HeaderLimits,
     /// Accepted connections open at once. Default: 4,096.
     pub(crate) max_connections: usize,
     /// Calls a connection may have running on this node at once; more are refused with
@@ -58,6 +61,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             connection_buffer: 64 * 1024 * 1024,
+            header: HeaderLimits::default(),
             max_connections: 4096,
             max_concurrent_calls: 1024,
             max_concurrent_streams: 128,
@@ -100,6 +104,9 @@ impl Config {
         }
         if self.connection_buffer > tokio::sync::Semaphore::MAX_PERMITS {
             return err("connection_buffer is too large");
+        }
+        if self.header.max_size < 1024 {
+            return err("max_header_size must be at least 1,024 bytes");
         }
         if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
             return err("concurrency limits must be at least 1");

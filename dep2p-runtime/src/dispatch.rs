@@ -88,7 +88,8 @@ async fn serve_stream(
             return refuse(&conn, reader, send, err).await;
         }
     };
-    let (header, args) = match wire::decode_call(&payload) {
+    // Checked against the header's bounds before any of it is kept.
+    let (header, args) = match wire::decode_call(&payload, &config.header) {
         Ok(call) => call,
         Err(err) => return refuse(&conn, reader, send, err.into()).await,
     };
@@ -107,8 +108,8 @@ async fn serve_stream(
         ));
         return refuse(&conn, reader, send, err).await;
     };
-    let Some(service) = services.get(header.service.as_str()) else {
-        let err = Error::UnknownService(peer_text(header.service.as_str()).into_owned());
+    let Some(service) = services.get(header.service()) else {
+        let err = Error::UnknownService(peer_text(header.service()).into_owned());
         return refuse(&conn, reader, send, err).await;
     };
     // The deadline counts from the complete CALL frame (`docs/PROTOCOL.md`, section 10). A

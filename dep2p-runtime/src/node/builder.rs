@@ -75,6 +75,33 @@ impl NodeBuilder {
         self
     }
 
+    /// Largest call header (service and method names, deadline and metadata; not the
+    /// arguments), in encoded bytes, sent or accepted. A larger incoming header is refused with
+    /// [`Error::MessageTooLarge`], checked as it is decoded, before any of it is kept; a call
+    /// this node would send with a larger one fails the same way before it opens a stream. At
+    /// least 1,024 bytes. Service and method names are limited to 256 bytes each.
+    ///
+    /// Default: 16 KiB, the order of the header lists HTTP/2 servers accept
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.config.header.max_size = bytes;
+        self
+    }
+
+    /// Most metadata entries in one call header, sent or accepted; more fail as for
+    /// [`max_header_size`](Self::max_header_size). Default: 64.
+    pub fn max_metadata_entries(mut self, entries: usize) -> Self {
+        self.config.header.max_entries = entries;
+        self
+    }
+
+    /// Largest metadata entry, key and value bytes together, sent or accepted; a larger one
+    /// fails as for [`max_header_size`](Self::max_header_size). Default: 8 KiB.
+    pub fn max_metadata_entry_size(mut self, bytes: usize) -> Self {
+        self.config.header.max_entry = bytes;
+        self
+    }
+
     /// Connections from other nodes this node keeps open (or in their handshake) at once;
     /// more are refused at the QUIC level, and their dialer gets
     /// [`Error::Unreachable`]. Connections this node dials do not count. Default: 4,096.

@@ -3,9 +3,11 @@
 
 mod error;
 mod frame;
+mod header;
 mod reader;
 
 pub(crate) use error::WireError;
 pub(crate) use frame::*;
 pub use frame::{Kind, ALPN};
+pub(crate) use header::{decode_call, CallHeader, HeaderLimits, IncomingHeader};
 pub(crate) use reader::FrameReader;

@@ -1,0 +1,325 @@
+//! Memory a peer can make a node hold: call headers are bounded before anything of them is
+//! kept.
+
+mod common;
+
+use std::time::Duration;
+
+use common::wire::*;
+use common::{node, probe, TestService};
+use dep2p_runtime::{
+    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, Service, Unary,
+};
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// A service whose calls hold their frames and nothing else.
+
+/// An argument of bytes whose decoded form keeps only their number: a call of it holds its
+/// frame and no copy of the bytes.
+struct Len(usize);
+
+impl<'de> Deserialize<'de> for Len {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Counting;
+        impl Visitor<'_> for Counting {
+            type Value = Len;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Len, E> {
+                Ok(Len(v.len()))
+            }
+        }
+        d.deserialize_bytes(Counting)
+    }
+}
+
+/// "Mem": `len` answers with the length of its argument, `meta` with the number and size of
+/// the metadata entries it got.
+#[derive(Clone, Default)]
+struct Mem;
+
+impl Service for Mem {
+    fn name(&self) -> &str {
+        "Mem"
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        match call.method() {
+            "len" => call.unary(|(len,): (Len,)| async move { len.0 as u64 }),
+            "meta" => call.unary(|(): ()| async move {
+                let ctx = CallContext::current().unwrap();
+                let entries = ctx.metadata_entries();
+                entries.fold((0u64, 0u64), |(n, bytes), (k, v)| {
+                    (n + 1, bytes + (k.len() + v.len()) as u64)
+                })
+            }),
+            _ => call.unknown_method(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames a hostile peer sends.
+
+/// Bytes of the header of a CALL payload (everything before the arguments).
+fn header_len(service: &str, method: &str, kind: u64, metadata: &[(&str, &str)]) -> usize {
+    call_payload(service, method, kind, None, metadata, &[]).len()
+}
+
+/// Metadata of `entries` entries that makes the header of a call of `service.method` exactly
+/// `size` bytes.
+fn filling(service: &str, method: &str, kind: u64, entries: usize, size: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..entries).map(|i| format!("k{i:02}")).collect();
+    let mut values = vec![String::new(); entries];
+    loop {
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let len = header_len(service, method, kind, &pairs);
+        if len >= size {
+            assert_eq!(len, size, "a header of exactly {size} bytes");
+            let mut out = Vec::new();
+            for (k, v) in keys.into_iter().zip(values) {
+                out.push(k);
+                out.push(v);
+            }
+            return out;
+        }
+        // Grow the shortest value by a byte.
+        let shortest = (0..entries).min_by_key(|&i| values[i].len()).unwrap();
+        values[shortest].push('v');
+    }
+}
+
+fn pairs(flat: &[String]) -> Vec<(&str, &str)> {
+    flat.chunks(2)
+        .map(|pair| (pair[0].as_str(), pair[1].as_str()))
+        .collect()
+}
+
+/// Postcard bytes of `n` bytes: the `Len` argument.
+fn bytes_arg(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint(&mut out, n as u64);
+    out.resize(out.len() + n, 0xab);
+    out
+}
+
+/// A CALL frame of `max` payload bytes whose header is nothing but empty metadata entries:
+/// two bytes each on the wire.
+fn empty_entries_call(max: usize) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(max);
+    string(&mut payload, "Mem");
+    string(&mut payload, "len");
+    varint(&mut payload, UNARY);
+    payload.push(0);
+    let fixed = payload.len() + 4 + 1;
+    let entries = (max - fixed) / 2;
+    varint(&mut payload, entries as u64);
+    payload.resize(payload.len() + 2 * entries, 0);
+    payload.extend(bytes_arg(0));
+    assert!(payload.len() <= max);
+    frame(CALL, &payload)
+}
+
+/// Writes `bytes` on a new stream and reads the answer, with time for a large frame.
+async fn send_and_read(conn: &Connection, bytes: &[u8]) -> Vec<u8> {
+    let (mut send, mut recv) = conn.quic().open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let _ = send.finish();
+    tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(MIB))
+        .await
+        .expect("an answer in time")
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Call headers are bounded, field by field, before anything of them is kept.
+
+/// A server of "Mem" and the common test service, and a connection to it.
+async fn mem_pair(server: NodeBuilder, client: NodeBuilder) -> (Node, Node, Connection) {
+    let server = node(server.serve(Mem).serve(TestService { probe: probe() })).await;
+    let client = node(client).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    (server, client, conn)
+}
+
+/// The CALL frame of `Mem.meta` with `metadata`.
+fn meta_call(service: &str, method: &str, metadata: &[(&str, &str)]) -> Vec<u8> {
+    frame(
+        CALL,
+        &call_payload(service, method, UNARY, None, metadata, &[]),
+    )
+}
+
+/// The STATUS code that answers `call`, checking the request was stopped with Protocol.
+async fn refused(conn: &Connection, call: &[u8]) -> u64 {
+    let (code, message, send) = expect_status(conn, call, false).await;
+    assert_eq!(stop_code(&send).await, Some(STREAM_PROTOCOL), "{message}");
+    code
+}
+
+#[tokio::test]
+async fn a_header_at_its_bounds_is_served_and_one_beyond_them_refused() {
+    let (_server, _client, conn) = mem_pair(Node::builder(), Node::builder()).await;
+
+    // 64 entries, 16 KiB in all: served, and the handler sees every entry.
+    let full = filling("Mem", "meta", UNARY, 64, 16 * KIB);
+    let (_, answer) = exchange(&conn, &meta_call("Mem", "meta", &pairs(&full)), true).await;
+    let bytes: usize = full.iter().map(String::len).sum();
+    let mut expected = Vec::new();
+    varint(&mut expected, 64);
+    varint(&mut expected, bytes as u64);
+    assert_eq!(answer, frame(RESULT, &expected));
+
+    // One byte more, in the last value.
+    let mut over = full.clone();
+    over.last_mut().unwrap().push('v');
+    let code = refused(&conn, &meta_call("Mem", "meta", &pairs(&over))).await;
+    assert_eq!(code, MESSAGE_TOO_LARGE);
+
+    // 65 entries, however small.
+    let many: Vec<String> = (0..130).map(|i| (i % 2).to_string()).collect();
+    assert_eq!(
+        refused(&conn, &meta_call("Mem", "meta", &pairs(&many))).await,
+        MESSAGE_TOO_LARGE
+    );
+    let (_, answer) = exchange(&conn, &meta_call("Mem", "meta", &pairs(&many[2..])), true).await;
+    assert_eq!(answer, frame(RESULT, &[64, 0x80, 0x01]));
+
+    // One entry of 8 KiB, then of 8 KiB and a byte.
+    let value = "v".repeat(8 * KIB - 1);
+    let (_, answer) = exchange(&conn, &meta_call("Mem", "meta", &[("k", &value)]), true).await;
+    assert_eq!(answer, frame(RESULT, &[1, 0x80, 0x40]));
+    let value = "v".repeat(8 * KIB);
+    assert_eq!(
+        refused(&conn, &meta_call("Mem", "meta", &[("k", &value)])).await,
+        MESSAGE_TOO_LARGE
+    );
+
+    // Names of 256 bytes are looked up; of 257 bytes, refused before.
+    let name = "n".repeat(256);
+    let (code, _, _) = expect_status(&conn, &meta_call(&name, "meta", &[]), true).await;
+    assert_eq!(code, UNKNOWN_SERVICE);
+    let (code, _, _) = expect_status(&conn, &meta_call("Mem", &name, &[]), true).await;
+    assert_eq!(code, UNKNOWN_METHOD);
+    let name = "n".repeat(257);
+    let code = refused(&conn, &meta_call(&name, "meta", &[])).await;
+    assert_eq!(code, MESSAGE_TOO_LARGE);
+    let code = refused(&conn, &meta_call("Mem", &name, &[])).await;
+    assert_eq!(code, MESSAGE_TOO_LARGE);
+
+    still_serves(&conn).await;
+}
+
+#[tokio::test]
+async fn a_largest_message_of_empty_metadata_entries_is_refused() {
+    let (_server, _client, conn) = mem_pair(Node::builder(), Node::builder()).await;
+    let flood = empty_entries_call(16 * MIB);
+    let answer = send_and_read(&conn, &flood).await;
+    let frames = frames(&answer);
+    assert_eq!(frames.len(), 1, "{frames:02x?}");
+    assert_eq!(frames[0].0, STATUS);
+    let (code, message) = status(&frames[0].1);
+    assert_eq!(code, MESSAGE_TOO_LARGE, "{message}");
+    assert!(message.contains("metadata entries"), "{message}");
+    still_serves(&conn).await;
+}
+
+#[tokio::test]
+async fn bounds_are_configurable_and_callers_keep_them_before_opening_a_stream() {
+    let (_server, _client, conn) = mem_pair(
+        Node::builder()
+            .max_metadata_entries(100)
+            .max_metadata_entry_size(20 * KIB)
+            .max_header_size(64 * KIB),
+        Node::builder(),
+    )
+    .await;
+    let meta = |conn: &Connection| Unary::<(), (u64, u64)>::new(conn, "Mem", "meta", ());
+    let sent = || conn.quic().stats().frame_tx.stream;
+
+    // Over this caller's bounds (the defaults), within the server's: refused here, before
+    // anything is sent.
+    let before = sent();
+    let mut call = meta(&conn);
+    for i in 0..65 {
+        call = call.metadata(i.to_string(), "");
+    }
+    let err = call.await.unwrap_err();
+    assert!(
+        matches!(&err, Error::MessageTooLarge(m) if m.contains("65 metadata entries")),
+        "{err}"
+    );
+    let err = meta(&conn)
+        .metadata("k", "v".repeat(8 * KIB))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MessageTooLarge(m) if m.contains("metadata entry")),
+        "{err}"
+    );
+    let mut call = meta(&conn);
+    for i in 0..3 {
+        call = call.metadata(i.to_string(), "v".repeat(6 * KIB));
+    }
+    let err = call.await.unwrap_err();
+    assert!(
+        matches!(&err, Error::MessageTooLarge(m) if m.contains("bytes, the limit is 16384")),
+        "{err}"
+    );
+    let long: &'static str = "n".repeat(257).leak();
+    let err = Unary::<(), ()>::new(&conn, "Mem", long, ())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::MessageTooLarge(m) if m.contains("method name")),
+        "{err}"
+    );
+    assert_eq!(sent(), before, "no stream frame sent");
+
+    // Within the server's larger bounds, from a caller with larger ones still: served.
+    let client = node(
+        Node::builder()
+            .max_metadata_entries(200)
+            .max_metadata_entry_size(20 * KIB)
+            .max_header_size(64 * KIB),
+    )
+    .await;
+    let wide = client
+        .connect(conn.remote_address(), conn.remote_id())
+        .await
+        .unwrap();
+    let mut call = meta(&wide);
+    for i in 0..100 {
+        call = call.metadata(i.to_string(), "v".repeat(500));
+    }
+    let (entries, _) = call.await.unwrap();
+    assert_eq!(entries, 100);
+    // Beyond the server's: its answer.
+    let before = wide.quic().stats().frame_tx.stream;
+    let mut call = meta(&wide);
+    for i in 0..101 {
+        call = call.metadata(i.to_string(), "");
+    }
+    let err = call.await.unwrap_err();
+    assert!(
+        matches!(&err, Error::MessageTooLarge(m) if m.contains("101 metadata entries")),
+        "{err}"
+    );
+    assert!(
+        wide.quic().stats().frame_tx.stream > before,
+        "sent, and refused by the server"
+    );
+}

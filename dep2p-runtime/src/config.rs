@@ -17,9 +17,9 @@ pub(crate) struct Config {
     /// Largest message (one encoded argument tuple, item or result) accepted or sent.
     /// Default: 16 MiB.
     pub(crate) max_message_size: usize,
-    /// Bytes of large incoming messages (over 64 KiB) a connection may have in memory while
-    /// they arrive; a stream whose message does not fit waits (and so does its sender).
-    /// Default: 64 MiB.
+    /// Bytes of large incoming messages (over 64 KiB) a connection may have in memory, while
+    /// they arrive and for as long as any part of them is kept; a stream whose message does
+    /// not fit waits (and so does its sender). Default: 64 MiB.
     pub(crate) connection_buffer: usize,
     /// Bounds of a call header, sent or received. Default: 64 metadata entries of at most
     /// 8 KiB each, 16 KiB in all.

@@ -4,13 +4,11 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use crate::config::Config;
 use crate::error::Error;
 use crate::id::NodeId;
 use crate::shared::Shared;
-use crate::wire::{self, FrameReader};
+use crate::wire::{self, Budget, FrameReader};
 
 /// A mutually authenticated QUIC connection to another node.
 ///
@@ -27,8 +25,8 @@ struct Inner {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
-    /// Bytes of large incoming frames this connection may have in memory at once.
-    budget: Arc<Semaphore>,
+    /// Room for the bytes of large incoming frames this connection holds.
+    budget: Budget,
 }
 
 impl fmt::Debug for Connection {
@@ -43,7 +41,7 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Wraps an established QUIC connection to `remote`.
     pub(crate) fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
-        let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
+        let budget = Budget::new(shared.config().connection_buffer());
         Connection {
             inner: Arc::new(Inner {
                 quic,
@@ -111,6 +109,6 @@ impl Connection {
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, Arc::clone(&self.inner.budget))
+        FrameReader::new(recv, max, self.inner.budget.clone())
     }
 }

@@ -1,12 +1,15 @@
 //! Memory a peer can make a node hold: call headers are bounded before anything of them is
-//! kept.
+//! kept, and a frame's bytes count against the budget for as long as any part of it is held.
 
 mod common;
 
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::wire::*;
-use common::{node, probe, TestService};
+use common::{eventually, node, probe, TestService};
 use dep2p_runtime::{
     CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, Service, Unary,
 };
@@ -322,4 +325,82 @@ async fn bounds_are_configurable_and_callers_keep_them_before_opening_a_stream()
         wide.quic().stats().frame_tx.stream > before,
         "sent, and refused by the server"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A frame counts for as long as any part of it is held.
+
+/// "Park": `echo` answers with the length of its argument; any other method's call is kept,
+/// unanswered, until the test drops it.
+#[derive(Clone, Default)]
+struct Parking {
+    calls: Arc<Mutex<Vec<IncomingCall>>>,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl Parking {
+    fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+
+    /// Drops the calls kept so far; their callers get `HandlerFailed`.
+    fn release(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+impl Service for Parking {
+    fn name(&self) -> &str {
+        "Park"
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        if call.method() == "echo" {
+            return call.unary(|(s,): (String,)| async move { s.len() as u64 });
+        }
+        self.calls.lock().unwrap().push(call);
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {})
+    }
+}
+
+fn kept(conn: &Connection, bytes: usize) -> Unary<(String,), ()> {
+    Unary::new(conn, "Park", "keep", ("x".repeat(bytes),))
+}
+
+/// Long enough for a frame that had room to reach its service.
+const SETTLE: Duration = Duration::from_millis(400);
+
+#[tokio::test]
+async fn a_kept_call_keeps_its_frames_room() {
+    // Room for one 150 KiB message on the connection, not two.
+    let park = Parking::default();
+    let builder = Node::builder()
+        .max_message_size(200 * KIB)
+        .connection_buffer(256 * KIB)
+        .serve(park.clone());
+    let server = node(builder).await;
+    let client = node(Node::builder()).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+
+    let first = tokio::spawn(kept(&conn, 150 * KIB).into_future());
+    eventually("the first call to arrive", || park.arrived() == 1).await;
+    let second = tokio::spawn(kept(&conn, 150 * KIB).into_future());
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        park.arrived(),
+        1,
+        "the second message waits while the first call keeps its frame"
+    );
+    park.release();
+    assert!(matches!(first.await.unwrap(), Err(Error::HandlerFailed(_))));
+    eventually("the second call to arrive", || park.arrived() == 2).await;
+    park.release();
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(Error::HandlerFailed(_))
+    ));
 }

@@ -66,10 +66,11 @@ impl NodeBuilder {
         self
     }
 
-    /// Bytes of large incoming messages (over 64 KiB each) one connection may have in memory
-    /// while they arrive. A stream whose message does not fit waits for room, and QUIC flow
-    /// control makes its sender wait: memory stays bounded whatever the peer sends. Never less
-    /// than one message of `max_message_size`. Default: 64 MiB.
+    /// Bytes of large incoming messages (over 64 KiB each) one connection may have in memory,
+    /// from the moment they start to arrive for as long as any part of them is kept (a call's
+    /// header and arguments, while it runs). A stream whose message does not fit waits for
+    /// room, and QUIC flow control makes its sender wait: memory stays bounded whatever the
+    /// peer sends. Never less than one message of `max_message_size`. Default: 64 MiB.
     pub fn connection_buffer(mut self, bytes: usize) -> Self {
         self.config.connection_buffer = bytes;
         self

@@ -25,7 +25,8 @@ struct Inner {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
-    /// Room for the bytes of large incoming frames this connection holds.
+    /// Room for the bytes of incoming frames this connection holds: its own budget and the
+    /// node's.
     budget: Budget,
 }
 
@@ -41,7 +42,10 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Wraps an established QUIC connection to `remote`.
     pub(crate) fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>) -> Self {
-        let budget = Budget::new(shared.config().connection_buffer());
+        let budget = Budget::new(
+            shared.config().connection_buffer(),
+            Arc::clone(shared.memory()),
+        );
         Connection {
             inner: Arc::new(Inner {
                 quic,
@@ -110,5 +114,10 @@ impl Connection {
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
         FrameReader::new(recv, max, self.inner.budget.clone())
+    }
+
+    /// Room for the bytes of incoming frames this connection holds.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.inner.budget
     }
 }

@@ -2,7 +2,9 @@
 //! it is shutting down, and the tasks that serve calls.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
@@ -17,11 +19,15 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// Accepted connections open or in their handshake.
     pub(crate) accepted: AtomicUsize,
+    /// The node's memory budget, shared by all its connections: bytes of the frames peers
+    /// send that this node holds.
+    memory: Arc<Semaphore>,
 }
 
 impl Shared {
     pub(crate) fn new(id: NodeId, config: Config) -> Self {
         Shared {
+            memory: Arc::new(Semaphore::new(config.memory_budget())),
             id,
             config,
             shutting_down: AtomicBool::new(false),
@@ -36,6 +42,11 @@ impl Shared {
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The node's memory budget.
+    pub(crate) fn memory(&self) -> &Arc<Semaphore> {
+        &self.memory
     }
 
     /// The tasks serving calls, which a graceful shutdown waits for.

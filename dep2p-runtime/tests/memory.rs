@@ -1,5 +1,6 @@
 //! Memory a peer can make a node hold: call headers are bounded before anything of them is
-//! kept, and a frame's bytes count against the budget for as long as any part of it is held.
+//! kept, a frame's bytes count against the budgets for as long as any part of it is held, and
+//! a node-wide budget spans all connections.
 
 mod common;
 
@@ -328,7 +329,7 @@ async fn bounds_are_configurable_and_callers_keep_them_before_opening_a_stream()
 }
 
 // ---------------------------------------------------------------------------------------------
-// A frame counts for as long as any part of it is held.
+// A frame counts for as long as any part of it is held; the node's budget spans connections.
 
 /// "Park": `echo` answers with the length of its argument; any other method's call is kept,
 /// unanswered, until the test drops it.
@@ -368,6 +369,10 @@ fn kept(conn: &Connection, bytes: usize) -> Unary<(String,), ()> {
     Unary::new(conn, "Park", "keep", ("x".repeat(bytes),))
 }
 
+fn park_echo(conn: &Connection) -> Unary<(String,), u64> {
+    Unary::new(conn, "Park", "echo", ("small".to_string(),))
+}
+
 /// Long enough for a frame that had room to reach its service.
 const SETTLE: Duration = Duration::from_millis(400);
 
@@ -403,4 +408,84 @@ async fn a_kept_call_keeps_its_frames_room() {
         second.await.unwrap(),
         Err(Error::HandlerFailed(_))
     ));
+}
+
+#[tokio::test]
+async fn the_node_budget_spans_connections_and_refuses_calls_while_full() {
+    // Each connection has room for several 150 KiB messages; the node for one.
+    let park = Parking::default();
+    let builder = Node::builder()
+        .max_message_size(200 * KIB)
+        .connection_buffer(MIB)
+        .memory_budget(256 * KIB)
+        .serve(park.clone());
+    let server = node(builder).await;
+    let dial = || async {
+        let client = node(Node::builder()).await;
+        let conn = client
+            .connect(server.local_addr(), server.id())
+            .await
+            .unwrap();
+        (client, conn)
+    };
+    let (_a, one) = dial().await;
+    let (_b, two) = dial().await;
+
+    assert_eq!(park_echo(&two).await.unwrap(), 5);
+    let first = tokio::spawn(kept(&one, 150 * KIB).into_future());
+    eventually("the first call to arrive", || park.arrived() == 1).await;
+    // Within the node's budget: a small call is served beside it.
+    assert_eq!(park_echo(&two).await.unwrap(), 5);
+    let second = tokio::spawn(kept(&two, 150 * KIB).into_future());
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        park.arrived(),
+        1,
+        "the second message waits for the node's room"
+    );
+    // While a message waits for room, the node is over its budget: new calls are refused, on
+    // every connection.
+    for conn in [&one, &two] {
+        let err = park_echo(conn).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Overloaded(m) if m.contains("node is over its memory budget")),
+            "{err:?}"
+        );
+    }
+    park.release();
+    assert!(matches!(first.await.unwrap(), Err(Error::HandlerFailed(_))));
+    eventually("the second call to arrive", || park.arrived() == 2).await;
+    assert_eq!(park_echo(&one).await.unwrap(), 5);
+    park.release();
+    assert!(matches!(
+        second.await.unwrap(),
+        Err(Error::HandlerFailed(_))
+    ));
+}
+
+#[tokio::test]
+async fn small_calls_count_while_they_run() {
+    // A node budget of one 64 KiB message: a few small calls kept at once fill it.
+    let park = Parking::default();
+    let builder = Node::builder()
+        .max_message_size(64 * KIB)
+        .memory_budget(64 * KIB + 5)
+        .serve(park.clone());
+    let server = node(builder).await;
+    let client = node(Node::builder()).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(kept(&conn, 20 * KIB).into_future()))
+        .collect();
+    eventually("three calls to arrive", || park.arrived() == 3).await;
+    let err = kept(&conn, 10 * KIB).await.unwrap_err();
+    assert!(matches!(err, Error::Overloaded(_)), "{err:?}");
+    park.release();
+    for call in calls {
+        assert!(matches!(call.await.unwrap(), Err(Error::HandlerFailed(_))));
+    }
+    assert_eq!(park_echo(&conn).await.unwrap(), 5);
 }

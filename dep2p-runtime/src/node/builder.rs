@@ -66,13 +66,27 @@ impl NodeBuilder {
         self
     }
 
-    /// Bytes of large incoming messages (over 64 KiB each) one connection may have in memory,
-    /// from the moment they start to arrive for as long as any part of them is kept (a call's
-    /// header and arguments, while it runs). A stream whose message does not fit waits for
-    /// room, and QUIC flow control makes its sender wait: memory stays bounded whatever the
-    /// peer sends. Never less than one message of `max_message_size`. Default: 64 MiB.
+    /// Bytes of incoming messages one connection may have this node hold: large messages
+    /// (over 64 KiB each) from the moment they start to arrive, and every call's first frame
+    /// (its header and arguments) for as long as the call keeps any of it. A stream whose
+    /// large message does not fit waits for room, and QUIC flow control makes its sender wait;
+    /// a new call that does not fit is refused with [`Error::Overloaded`]. Never less than one
+    /// message of `max_message_size`. Default: 64 MiB.
     pub fn connection_buffer(mut self, bytes: usize) -> Self {
         self.config.connection_buffer = bytes;
+        self
+    }
+
+    /// Bytes of incoming messages all of this node's connections together may have it hold,
+    /// counted as for [`connection_buffer`](Self::connection_buffer): a large message takes
+    /// room from its connection's buffer and from this budget before it is read. While the
+    /// node is over its budget, large messages wait and new calls are refused with
+    /// [`Error::Overloaded`]. Never less than one message of `max_message_size`.
+    ///
+    /// Default: 256 MiB: four connections' worth of large messages at once, or sixteen of the
+    /// largest size, which a small server can hold beside its application.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory_budget = bytes;
         self
     }
 

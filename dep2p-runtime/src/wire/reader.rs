@@ -1,5 +1,6 @@
 //! The frame reader: reads whole frames from a QUIC receive stream, checking each frame's
-//! size before allocating and taking room for large frames from the connection's budget.
+//! size before allocating and taking room for large frames from the connection's and the
+//! node's budgets.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,7 +12,7 @@ use super::budget::{hold, Budget, Room, SMALL_FRAME};
 use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
 
 /// The most a frame reader sets aside ahead of the bytes that have arrived, for a frame that
-/// takes no room from the budget.
+/// takes no room from the budgets.
 const READ_AHEAD: usize = 64 * 1024;
 /// The least it asks a read to fill: small for a stream's first frame (most calls are one
 /// small frame, and its buffer lives as long as the call), larger once a stream has shown it
@@ -71,9 +72,9 @@ impl FrameReader {
         }
     }
 
-    /// Takes room for a large frame of `total` bytes from the budget before reading it (or
-    /// handing it on, if it is already here), so that all the large frames a peer has in
-    /// progress or held at once stay within the budget. Pending while other frames hold the
+    /// Takes room for a large frame of `total` bytes from the budgets before reading it (or
+    /// handing it on, if it is already here), so that all the large frames peers have in
+    /// progress or held at once stay within the budgets. Pending while other frames hold the
     /// room.
     fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), WireError>> {
         if total <= SMALL_FRAME {
@@ -97,7 +98,7 @@ impl FrameReader {
                 }
                 Taking::None => {
                     // `total` is at most the message limit, which fits in u32 and is no
-                    // larger than the budget (both checked when the node is configured).
+                    // larger than either budget (both checked when the node is configured).
                     let n = u32::try_from(total).unwrap_or(u32::MAX);
                     self.room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
                 }
@@ -210,7 +211,7 @@ impl FrameReader {
             // Room for what the frame still needs, but never more than a read can bring at
             // once: memory grows with the bytes that actually arrive, not with the bytes
             // a length prefix announces. (A large frame's buffer, counted whole in the
-            // budget, was set aside whole when its room was taken.)
+            // budgets, was set aside whole when its room was taken.)
             let spare = self.buf.capacity() - self.buf.len();
             if spare < READ_AHEAD.min(wanted - self.buf.len()) {
                 self.buf

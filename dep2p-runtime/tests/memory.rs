@@ -1,21 +1,29 @@
 //! Memory a peer can make a node hold: call headers are bounded before anything of them is
 //! kept, a frame's bytes count against the budgets for as long as any part of it is held, and
 //! a node-wide budget spans all connections.
+//!
+//! The measured test runs the serving node in a child process (this test binary, run again
+//! with `DEP2P_MEMORY_SERVER` set) and reads its resident memory from `/proc`, while a raw peer
+//! sends the worst frames the limits allow.
 
 mod common;
 
 use std::future::IntoFuture;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::wire::*;
 use common::{eventually, node, probe, TestService};
 use dep2p_runtime::{
-    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, Service, Unary,
+    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, NodeId, Service,
+    Unary,
 };
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
+use tokio::sync::Notify;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
@@ -43,10 +51,14 @@ impl<'de> Deserialize<'de> for Len {
     }
 }
 
-/// "Mem": `len` answers with the length of its argument, `meta` with the number and size of
-/// the metadata entries it got.
+/// "Mem": `keep` and `park` hold their call until released (or the call's deadline), `len`
+/// answers at once, `meta` with the number and size of the metadata entries it got.
 #[derive(Clone, Default)]
-struct Mem;
+struct Mem {
+    kept: Arc<AtomicUsize>,
+    parked: Arc<AtomicUsize>,
+    release: Arc<Notify>,
+}
 
 impl Service for Mem {
     fn name(&self) -> &str {
@@ -54,8 +66,18 @@ impl Service for Mem {
     }
 
     fn call(&self, call: IncomingCall) -> CallFuture {
+        let this = self.clone();
         match call.method() {
             "len" => call.unary(|(len,): (Len,)| async move { len.0 as u64 }),
+            "keep" => call.unary(move |(len,): (Len,)| async move {
+                this.kept.fetch_add(1, Ordering::SeqCst);
+                this.release.notified().await;
+                len.0 as u64
+            }),
+            "park" => call.notify(move |(_,): (Len,)| async move {
+                this.parked.fetch_add(1, Ordering::SeqCst);
+                this.release.notified().await;
+            }),
             "meta" => call.unary(|(): ()| async move {
                 let ctx = CallContext::current().unwrap();
                 let entries = ctx.metadata_entries();
@@ -150,7 +172,12 @@ async fn send_and_read(conn: &Connection, bytes: &[u8]) -> Vec<u8> {
 
 /// A server of "Mem" and the common test service, and a connection to it.
 async fn mem_pair(server: NodeBuilder, client: NodeBuilder) -> (Node, Node, Connection) {
-    let server = node(server.serve(Mem).serve(TestService { probe: probe() })).await;
+    let server = node(
+        server
+            .serve(Mem::default())
+            .serve(TestService { probe: probe() }),
+    )
+    .await;
     let client = node(client).await;
     let conn = client
         .connect(server.local_addr(), server.id())
@@ -488,4 +515,295 @@ async fn small_calls_count_while_they_run() {
         assert!(matches!(call.await.unwrap(), Err(Error::HandlerFailed(_))));
     }
     assert_eq!(park_echo(&conn).await.unwrap(), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The serving node in a process of its own.
+
+const SERVER_ENV: &str = "DEP2P_MEMORY_SERVER";
+const SERVER_LINE: &str = "dep2p-memory-server";
+const STATS_LINE: &str = "dep2p-memory-stats";
+
+/// The node budget the measured server runs with.
+const BUDGET: usize = 64 * MIB;
+/// Its connection flow-control window: what QUIC may buffer per connection before it is read.
+const WINDOW: usize = 4 * MIB;
+/// Connections the peer opens.
+const CONNECTIONS: usize = 4;
+
+/// Not a test of its own: the serving process of the measured test, which runs this binary
+/// again with `DEP2P_MEMORY_SERVER` set. It serves until its standard input closes, and
+/// answers each line it reads there with the number of calls its handlers hold.
+#[test]
+#[ignore = "run by the measured memory test as its server process"]
+fn serving_process() {
+    if std::env::var_os(SERVER_ENV).is_none() {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mem = Mem::default();
+        let node = Node::builder()
+            .memory_budget(BUDGET)
+            .connection_window(WINDOW as u32)
+            .serve(mem.clone())
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        println!("{SERVER_LINE} {} {}", node.local_addr(), node.id());
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                let kept = mem.kept.load(Ordering::SeqCst);
+                let parked = mem.parked.load(Ordering::SeqCst);
+                println!("{STATS_LINE} {kept} {parked}");
+            }
+        })
+        .await;
+    });
+}
+
+/// The server process; killed when dropped.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    id: NodeId,
+    stats: std::sync::mpsc::Receiver<(usize, usize)>,
+}
+
+impl ServerProcess {
+    fn start() -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["serving_process", "--exact", "--ignored", "--nocapture"])
+            .env(SERVER_ENV, "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+        let line = lines
+            .find(|line| line.starts_with(SERVER_LINE))
+            .expect("the server's address");
+        let mut words = line.split_whitespace().skip(1);
+        let addr = words.next().unwrap().parse().unwrap();
+        let id = words.next().unwrap().parse().unwrap();
+        // Its answers to `stats`; whatever else it prints goes to this test's output.
+        let (tx, stats) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines {
+                let mut words = line.split_whitespace();
+                if words.next() == Some(STATS_LINE) {
+                    let mut n = words.filter_map(|w| w.parse().ok());
+                    let _ = tx.send((n.next().unwrap_or(0), n.next().unwrap_or(0)));
+                } else {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        ServerProcess {
+            child,
+            addr,
+            id,
+            stats,
+        }
+    }
+
+    /// Calls of `Mem.keep` and `Mem.park` being held.
+    fn stats(&mut self) -> (usize, usize) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin).unwrap();
+        let answer = || self.stats.recv_timeout(Duration::from_secs(5));
+        tokio::task::block_in_place(answer).unwrap()
+    }
+
+    /// A field of `/proc/<pid>/status`, in bytes.
+    fn status(&self, field: &str) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with(field))
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"));
+        let kib: usize = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        kib * KIB
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The measurement.
+
+/// Writes `bytes` on a new stream of `conn`, `piece` bytes at a time with `pause` between
+/// them, then holds the stream open until the task is aborted.
+fn send_slowly(
+    conn: &Connection,
+    bytes: &bytes::Bytes,
+    piece: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let conn = conn.clone();
+    let bytes = bytes.clone();
+    tokio::spawn(async move {
+        let Ok((mut send, recv)) = conn.quic().open_bi().await else {
+            return;
+        };
+        for piece in bytes.chunks(piece) {
+            if send.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        std::future::pending::<()>().await;
+        drop((send, recv));
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_make_a_node_hold_more_than_its_budget() {
+    let start = Instant::now();
+    let mut server = ServerProcess::start();
+    let client = Node::builder().bind("127.0.0.1:0").await.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let conn = client.connect(server.addr, server.id).await.unwrap();
+        conns.push(conn);
+    }
+    for conn in &conns {
+        let len = Unary::<(Vec<u8>,), u64>::new(conn, "Mem", "len", (vec![1, 2],));
+        assert_eq!(len.await.unwrap(), 2);
+    }
+    let baseline = server.status("VmRSS:");
+
+    // 1. A CALL frame of the largest size whose header is nothing but empty metadata entries,
+    //    on every connection in turn.
+    let flood = empty_entries_call(16 * MIB);
+    let mut flood_answers = Vec::new();
+    for conn in &conns {
+        flood_answers.push(send_and_read(conn, &flood).await);
+    }
+    drop(flood);
+    let after_flood = server.status("VmHWM:");
+
+    // 2. Notifications with the largest header allowed (64 entries, 16 KiB), each held by its
+    //    handler, as many as the server lets the peer open (streams and calls per connection).
+    let metadata = filling("Mem", "park", NOTIFY, 64, 16 * KIB);
+    let park = frame(
+        CALL,
+        &call_payload(
+            "Mem",
+            "park",
+            NOTIFY,
+            None,
+            &pairs(&metadata),
+            &bytes_arg(0),
+        ),
+    );
+    let notes = conns.iter().map(|conn| {
+        let conn = conn.clone();
+        let park = park.clone();
+        tokio::spawn(async move {
+            for _ in 0..1024 {
+                let open = tokio::time::timeout(Duration::from_millis(300), conn.quic().open_uni());
+                let Ok(Ok(mut send)) = open.await else {
+                    return;
+                };
+                let _ = send.write_all(&park).await;
+                let _ = send.finish();
+            }
+        })
+    });
+    futures::future::join_all(notes).await;
+
+    // 3. On every connection, a CALL frame of the largest size, sent whole, to a method that
+    //    keeps its call (and so its frame) until the test ends.
+    let body = bytes_arg(16 * MIB - header_len("Mem", "keep", UNARY, &[]) - 4);
+    let big = call_payload("Mem", "keep", UNARY, None, &[], &body);
+    assert_eq!(
+        big.len(),
+        16 * MIB,
+        "the argument's length takes four bytes"
+    );
+    let big = bytes::Bytes::from(frame(CALL, &big));
+    let mut streams = Vec::new();
+    for conn in &conns {
+        streams.push(send_slowly(conn, &big, big.len(), Duration::ZERO));
+    }
+    let waiting = Instant::now();
+    while server.stats().0 < CONNECTIONS && waiting.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 4. On every connection, many more streams announcing CALL frames of the largest size and
+    //    trickling their bytes.
+    for conn in &conns {
+        for _ in 0..16 {
+            streams.push(send_slowly(
+                conn,
+                &big,
+                256 * KIB,
+                Duration::from_millis(20),
+            ));
+        }
+    }
+    // Until the server's memory stops growing.
+    let mut last = 0;
+    let mut still = 0;
+    while still < 5 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = server.status("VmRSS:");
+        if now <= last + 256 * KIB {
+            still += 1;
+        } else {
+            still = 0;
+        }
+        last = now;
+    }
+    let peak = server.status("VmHWM:");
+    let (kept, parked) = server.stats();
+    let grown = peak.saturating_sub(baseline);
+    eprintln!(
+        "server memory: baseline {} KiB, peak after the header flood {} KiB, peak {} KiB \
+         (+{} KiB); {kept} calls holding a 16 MiB frame, {parked} notifications with a \
+         16 KiB header held; {:.1} s",
+        baseline / KIB,
+        after_flood / KIB,
+        peak / KIB,
+        grown / KIB,
+        start.elapsed().as_secs_f64()
+    );
+    for stream in streams {
+        stream.abort();
+    }
+
+    // The documented bound: the node's budget, plus what QUIC buffers per connection before it
+    // is read, plus the state of the streams and calls (README, "Limits and defaults").
+    let bound = BUDGET + CONNECTIONS * WINDOW + 16 * MIB;
+    assert!(
+        grown <= bound,
+        "the server grew by {} KiB, over its bound of {} KiB",
+        grown / KIB,
+        bound / KIB
+    );
+    assert!(kept > 0 && parked > 0, "the peer's calls were held");
+    for answer in &flood_answers {
+        let frames = frames(answer);
+        assert_eq!(frames.len(), 1, "{frames:02x?}");
+        assert_eq!(frames[0].0, STATUS);
+        assert_eq!(status(&frames[0].1).0, MESSAGE_TOO_LARGE);
+    }
 }

@@ -1,6 +1,5 @@
 //! Outgoing calls: builders that generated clients return, to be configured and awaited.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -77,6 +76,10 @@ impl<K, A> Call<K, A> {
 
     /// Attaches a metadata entry, which the handler reads with
     /// [`CallContext::metadata`](crate::CallContext::metadata).
+    ///
+    /// A call whose header breaks the node's header bounds (see
+    /// [`NodeBuilder::max_header_size`](crate::NodeBuilder::max_header_size)) fails with
+    /// [`Error::MessageTooLarge`] before a stream is opened for it.
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
         self
@@ -87,16 +90,18 @@ impl<K, A: Serialize> Call<K, A> {
     /// Encodes the CALL frame, with `remaining` as the time the handler has.
     fn frame(&self, kind: Kind, remaining: Option<Duration>) -> Result<Bytes, Error> {
         let header = CallHeader {
-            service: Cow::Borrowed(self.service),
-            method: Cow::Borrowed(self.method),
+            service: self.service,
+            method: self.method,
             kind,
             timeout_us: remaining.map(|t| u64::try_from(t.as_micros()).unwrap_or(u64::MAX)),
-            metadata: self.metadata.clone(),
+            metadata: &self.metadata,
         };
+        let config = self.conn.config();
         Ok(wire::encode_call(
             &header,
             &self.args,
-            self.conn.config().max_message_size,
+            config.max_message_size,
+            &config.header,
         )?)
     }
 

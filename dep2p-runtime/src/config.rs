@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::wire::FRAME_HEAD;
+use crate::wire::{HeaderLimits, FRAME_HEAD};
 
 /// Limits and timeouts of a node, set through [`NodeBuilder`](crate::NodeBuilder).
 ///
@@ -17,10 +17,16 @@ pub(crate) struct Config {
     /// Largest message (one encoded argument tuple, item or result) accepted or sent.
     /// Default: 16 MiB.
     pub(crate) max_message_size: usize,
-    /// Bytes of large incoming messages (over 64 KiB) a connection may have in memory while
-    /// they arrive; a stream whose message does not fit waits (and so does its sender).
+    /// Bytes of incoming frames a connection may have in memory: large ones (over 64 KiB)
+    /// while they arrive, and any call's first frame while the call holds it. A large frame
+    /// that does not fit waits (and so does its sender); a call that does not fit is refused.
     /// Default: 64 MiB.
     pub(crate) connection_buffer: usize,
+    /// The same, for all of a node's connections together. Default: 256 MiB.
+    pub(crate) memory_budget: usize,
+    /// Bounds of a call header, sent or received. Default: 64 metadata entries of at most
+    /// 8 KiB each, 16 KiB in all.
+    pub(crate) header: HeaderLimits,
     /// Accepted connections open at once, counted from the end of their handshake.
     /// Default: 4,096.
     pub(crate) max_connections: usize,
@@ -63,6 +69,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             connection_buffer: 64 * 1024 * 1024,
+            memory_budget: 256 * 1024 * 1024,
+            header: HeaderLimits::default(),
             max_connections: 4096,
             max_handshakes: 1024,
             max_connections_per_ip: 2048,
@@ -108,6 +116,12 @@ impl Config {
         if self.connection_buffer > tokio::sync::Semaphore::MAX_PERMITS {
             return err("connection_buffer is too large");
         }
+        if self.memory_budget > tokio::sync::Semaphore::MAX_PERMITS {
+            return err("memory_budget is too large");
+        }
+        if self.header.max_size < 1024 {
+            return err("max_header_size must be at least 1,024 bytes");
+        }
         if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
             return err("concurrency limits must be at least 1");
         }
@@ -144,5 +158,10 @@ impl Config {
     pub(crate) fn connection_buffer(&self) -> usize {
         self.connection_buffer
             .max(self.max_message_size + FRAME_HEAD)
+    }
+
+    /// The node's memory budget in force: never smaller than one message of the largest size.
+    pub(crate) fn memory_budget(&self) -> usize {
+        self.memory_budget.max(self.max_message_size + FRAME_HEAD)
     }
 }

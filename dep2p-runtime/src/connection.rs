@@ -6,14 +6,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use crate::config::Config;
 use crate::error::Error;
 use crate::hold::{Claimed, Hold};
 use crate::id::NodeId;
 use crate::shared::Shared;
-use crate::wire::{self, FrameReader};
+use crate::wire::{self, Budget, FrameReader};
 
 /// A mutually authenticated QUIC connection to another node.
 ///
@@ -66,8 +64,9 @@ pub(crate) struct Link {
     quic: quinn::Connection,
     remote: NodeId,
     shared: Arc<Shared>,
-    /// Bytes of large incoming frames this connection may have in memory at once.
-    budget: Arc<Semaphore>,
+    /// Room for the bytes of incoming frames this connection holds: its own budget and the
+    /// node's.
+    budget: Budget,
     /// Whether this node dialed the connection, and so closes it when unused.
     dialed: bool,
     /// For a dialed connection: its handles, and the [`Hold`]s of calls in flight.
@@ -76,7 +75,10 @@ pub(crate) struct Link {
 
 impl Link {
     fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>, dialed: bool) -> Self {
-        let budget = Arc::new(Semaphore::new(shared.config().connection_buffer()));
+        let budget = Budget::new(
+            shared.config().connection_buffer(),
+            Arc::clone(shared.memory()),
+        );
         Link {
             quic,
             remote,
@@ -236,6 +238,11 @@ impl Connection {
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, Arc::clone(&self.link_ref().budget))
+        FrameReader::new(recv, max, self.link_ref().budget.clone())
+    }
+
+    /// Room for the bytes of incoming frames this connection holds.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.link_ref().budget
     }
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::id::NodeId;
-use crate::wire::Text;
+use crate::wire::IncomingHeader;
 
 tokio::task_local! {
     static CONTEXT: CallContext;
@@ -19,13 +19,14 @@ tokio::task_local! {
 ///
 /// Reach it from inside a handler with [`CallContext::current`]. It is set for the handler's
 /// own task; a task the handler spawns does not inherit it, so pass a clone along.
+///
+/// The names and metadata stay in the frame the call arrived in, which counts against the
+/// node's memory budget for as long as a context (or a clone of it) is kept.
 #[derive(Clone)]
 pub struct CallContext {
     connection: Connection,
-    service: Text,
-    method: Text,
+    header: IncomingHeader,
     deadline: Option<Instant>,
-    metadata: Vec<(String, String)>,
 }
 
 impl fmt::Debug for CallContext {
@@ -35,7 +36,7 @@ impl fmt::Debug for CallContext {
             .field("service", &self.service())
             .field("method", &self.method())
             .field("deadline", &self.deadline)
-            .field("metadata", &self.metadata)
+            .field("metadata", &self.metadata_entries().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -43,17 +44,13 @@ impl fmt::Debug for CallContext {
 impl CallContext {
     pub(crate) fn new(
         connection: Connection,
-        service: Text,
-        method: Text,
+        header: IncomingHeader,
         deadline: Option<Instant>,
-        metadata: Vec<(String, String)>,
     ) -> Self {
         CallContext {
             connection,
-            service,
-            method,
+            header,
             deadline,
-            metadata,
         }
     }
 
@@ -79,12 +76,12 @@ impl CallContext {
 
     /// The service name the caller used.
     pub fn service(&self) -> &str {
-        self.service.as_str()
+        self.header.service()
     }
 
     /// The method name the caller used.
     pub fn method(&self) -> &str {
-        self.method.as_str()
+        self.header.method()
     }
 
     /// When the caller stops waiting, if it set a deadline. The handler is stopped then.
@@ -92,16 +89,13 @@ impl CallContext {
         self.deadline
     }
 
-    /// The value of a metadata entry the caller attached.
+    /// The value of a metadata entry the caller attached: the first one with `key`.
     pub fn metadata(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.header.metadata_value(key)
     }
 
     /// All metadata entries, in the order the caller attached them.
     pub fn metadata_entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.header.metadata()
     }
 }

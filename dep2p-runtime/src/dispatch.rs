@@ -91,10 +91,21 @@ async fn serve_stream(
             return refuse(&conn, reader, send, err).await;
         }
     };
-    let (header, args) = match wire::decode_call(&payload) {
+    // The frame counts against the budgets for as long as the call keeps any of it; a small
+    // one takes its room now. A node (or connection) over its budget takes no new calls.
+    let payload = match conn.budget().try_hold(payload) {
+        Ok(payload) => payload,
+        Err(full) => {
+            return refuse(&conn, reader, send, Error::Overloaded(full.to_string())).await;
+        }
+    };
+    // Checked against the header's bounds before any of it is kept.
+    let (header, args) = match wire::decode_call(&payload, &config.header) {
         Ok(call) => call,
         Err(err) => return refuse(&conn, reader, send, err.into()).await,
     };
+    // The header and the arguments keep what they need of it.
+    drop(payload);
     if send.is_none() != (header.kind == Kind::Notify) {
         let err =
             Error::Protocol("notifications, and only they, use unidirectional streams".into());
@@ -110,8 +121,8 @@ async fn serve_stream(
         ));
         return refuse(&conn, reader, send, err).await;
     };
-    let Some(service) = services.get(header.service.as_str()) else {
-        let err = Error::UnknownService(peer_text(header.service.as_str()).into_owned());
+    let Some(service) = services.get(header.service()) else {
+        let err = Error::UnknownService(peer_text(header.service()).into_owned());
         return refuse(&conn, reader, send, err).await;
     };
     // The deadline counts from the complete CALL frame (`docs/PROTOCOL.md`, section 10). A

@@ -59,14 +59,8 @@ impl IncomingCall {
         deadline: Deadline,
     ) -> Self {
         IncomingCall {
-            context: CallContext::new(
-                connection,
-                header.service,
-                header.method,
-                deadline.instant(),
-                header.metadata,
-            ),
             kind: header.kind,
+            context: CallContext::new(connection, header, deadline.instant()),
             args,
             reader: Some(reader),
             send,

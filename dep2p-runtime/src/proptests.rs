@@ -2,14 +2,12 @@
 //! and each gives back what the matching encoder wrote. A fixed seed and a case count a CI
 //! run affords keep the runs repeatable.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
 use crate::id::NodeId;
-use crate::wire::{self, CallHeader, Kind, StatusCode, FRAME_HEAD, TAG_CALL};
+use crate::wire::{self, CallHeader, HeaderLimits, Kind, StatusCode, FRAME_HEAD, TAG_CALL};
 
 fn config() -> Config {
     Config {
@@ -35,7 +33,7 @@ proptest! {
 
     #[test]
     fn call_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = wire::decode_call(&Bytes::from(bytes));
+        let _ = wire::decode_call(&Bytes::from(bytes), &HeaderLimits::default());
     }
 
     #[test]
@@ -48,21 +46,25 @@ proptest! {
         args in any::<(u32, String)>(),
     ) {
         let header = CallHeader {
-            service: Cow::Borrowed(&service),
-            method: Cow::Borrowed(&method),
+            service: &service,
+            method: &method,
             kind,
             timeout_us,
-            metadata: metadata.clone(),
+            metadata: &metadata,
         };
-        let frame = wire::encode_call(&header, &args, usize::MAX >> 1).unwrap();
+        let frame =
+            wire::encode_call(&header, &args, usize::MAX >> 1, &HeaderLimits::default()).unwrap();
         prop_assert_eq!(frame[4], TAG_CALL);
         let payload = frame.slice(FRAME_HEAD..);
-        let (decoded, rest) = wire::decode_call(&payload).unwrap();
-        prop_assert_eq!(decoded.service.as_str(), service.as_str());
-        prop_assert_eq!(decoded.method.as_str(), method.as_str());
+        let (decoded, rest) = wire::decode_call(&payload, &HeaderLimits::default()).unwrap();
+        prop_assert_eq!(decoded.service(), service.as_str());
+        prop_assert_eq!(decoded.method(), method.as_str());
         prop_assert_eq!(decoded.kind, kind);
         prop_assert_eq!(decoded.timeout_us, timeout_us);
-        prop_assert_eq!(&decoded.metadata, &metadata);
+        let entries: Vec<(&str, &str)> = decoded.metadata().collect();
+        let sent: Vec<(&str, &str)> =
+            metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        prop_assert_eq!(entries, sent);
         prop_assert_eq!(wire::decode::<(u32, String)>(&rest).unwrap(), args);
     }
 

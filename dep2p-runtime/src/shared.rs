@@ -5,6 +5,7 @@ use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
+use tokio::sync::Semaphore;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 
@@ -22,11 +23,15 @@ pub(crate) struct Shared {
     tracker: TaskTracker,
     /// The node itself, without keeping it alive (its type belongs to a layer above).
     node: Weak<dyn Any + Send + Sync>,
+    /// The node's memory budget, shared by all its connections: bytes of the frames peers
+    /// send that this node holds.
+    memory: Arc<Semaphore>,
 }
 
 impl Shared {
     pub(crate) fn new(id: NodeId, config: Config, node: Weak<dyn Any + Send + Sync>) -> Self {
         Shared {
+            memory: Arc::new(Semaphore::new(config.memory_budget())),
             id,
             config,
             shutting_down: AtomicBool::new(false),
@@ -47,6 +52,11 @@ impl Shared {
 
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The node's memory budget.
+    pub(crate) fn memory(&self) -> &Arc<Semaphore> {
+        &self.memory
     }
 
     /// The tasks serving calls, which a graceful shutdown waits for.

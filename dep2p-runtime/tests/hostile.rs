@@ -262,12 +262,18 @@ async fn a_status_wins_over_the_stream_code() {
 async fn names_a_peer_sent_are_cut_before_errors() {
     let probe = probe();
     let (_server, _client, conn) = pair(&probe).await;
-    let name = "s".repeat(10_000);
+    // The longest names a header may carry.
+    let name = "s".repeat(256);
     let (code, message, _) = expect_status(&conn, &call(&name, "m", UNARY, &[]), true).await;
     assert_eq!(code, UNKNOWN_SERVICE);
     assert!(message.len() < 200, "{} bytes", message.len());
     let (code, message, _) = expect_status(&conn, &call(SERVICE, &name, UNARY, &[]), true).await;
     assert_eq!(code, UNKNOWN_METHOD);
+    assert!(message.len() < 200, "{} bytes", message.len());
+    // Longer ones are refused with the header, and not repeated either.
+    let name = "s".repeat(10_000);
+    let (code, message, _) = expect_status(&conn, &call(&name, "m", UNARY, &[]), true).await;
+    assert_eq!(code, MESSAGE_TOO_LARGE);
     assert!(message.len() < 200, "{} bytes", message.len());
 }
 

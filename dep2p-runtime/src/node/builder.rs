@@ -66,12 +66,54 @@ impl NodeBuilder {
         self
     }
 
-    /// Bytes of large incoming messages (over 64 KiB each) one connection may have in memory
-    /// while they arrive. A stream whose message does not fit waits for room, and QUIC flow
-    /// control makes its sender wait: memory stays bounded whatever the peer sends. Never less
-    /// than one message of `max_message_size`. Default: 64 MiB.
+    /// Bytes of incoming messages one connection may have this node hold: large messages
+    /// (over 64 KiB each) from the moment they start to arrive, and every call's first frame
+    /// (its header and arguments) for as long as the call keeps any of it. A stream whose
+    /// large message does not fit waits for room, and QUIC flow control makes its sender wait;
+    /// a new call that does not fit is refused with [`Error::Overloaded`]. Never less than one
+    /// message of `max_message_size`. Default: 64 MiB.
     pub fn connection_buffer(mut self, bytes: usize) -> Self {
         self.config.connection_buffer = bytes;
+        self
+    }
+
+    /// Bytes of incoming messages all of this node's connections together may have it hold,
+    /// counted as for [`connection_buffer`](Self::connection_buffer): a large message takes
+    /// room from its connection's buffer and from this budget before it is read. While the
+    /// node is over its budget, large messages wait and new calls are refused with
+    /// [`Error::Overloaded`]. Never less than one message of `max_message_size`.
+    ///
+    /// Default: 256 MiB: four connections' worth of large messages at once, or sixteen of the
+    /// largest size, which a small server can hold beside its application.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory_budget = bytes;
+        self
+    }
+
+    /// Largest call header (service and method names, deadline and metadata; not the
+    /// arguments), in encoded bytes, sent or accepted. A larger incoming header is refused with
+    /// [`Error::MessageTooLarge`], checked as it is decoded, before any of it is kept; a call
+    /// this node would send with a larger one fails the same way before it opens a stream. At
+    /// least 1,024 bytes. Service and method names are limited to 256 bytes each.
+    ///
+    /// Default: 16 KiB, the order of the header lists HTTP/2 servers accept
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub fn max_header_size(mut self, bytes: usize) -> Self {
+        self.config.header.max_size = bytes;
+        self
+    }
+
+    /// Most metadata entries in one call header, sent or accepted; more fail as for
+    /// [`max_header_size`](Self::max_header_size). Default: 64.
+    pub fn max_metadata_entries(mut self, entries: usize) -> Self {
+        self.config.header.max_entries = entries;
+        self
+    }
+
+    /// Largest metadata entry, key and value bytes together, sent or accepted; a larger one
+    /// fails as for [`max_header_size`](Self::max_header_size). Default: 8 KiB.
+    pub fn max_metadata_entry_size(mut self, bytes: usize) -> Self {
+        self.config.header.max_entry = bytes;
         self
     }
 

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::WireError;
+use super::{CallHeader, HeaderLimits, WireError};
 
 /// ALPN protocol identifier, carrying the protocol version.
 pub const ALPN: &[u8] = b"dep2p/1";
@@ -93,19 +93,6 @@ impl StatusCode {
     }
 }
 
-/// The first thing on every call stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CallHeader<'a> {
-    #[serde(borrow)]
-    pub(crate) service: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    pub(crate) method: std::borrow::Cow<'a, str>,
-    pub(crate) kind: Kind,
-    /// Time the caller still allows, in microseconds; `None` for no deadline.
-    pub(crate) timeout_us: Option<u64>,
-    pub(crate) metadata: Vec<(String, String)>,
-}
-
 /// The payload of a STATUS frame.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Status {
@@ -177,13 +164,15 @@ pub(crate) fn encode_into<T: Serialize>(
     Ok(())
 }
 
-/// Encodes the CALL frame: the header immediately followed by the arguments.
+/// Encodes the CALL frame: the header immediately followed by the arguments. Fails, before
+/// allocating, if the header breaks one of `limits` or the whole exceeds the message limit.
 pub(crate) fn encode_call<A: Serialize>(
     header: &CallHeader<'_>,
     args: &A,
     max_message: usize,
+    limits: &HeaderLimits,
 ) -> Result<Bytes, WireError> {
-    let size = postcard::experimental::serialized_size(header).map_err(encode_err)?
+    let size = header.check(limits)?
         + postcard::experimental::serialized_size(args).map_err(encode_err)?;
     let buf =
         postcard::to_extend(header, begin(TAG_CALL, size, max_message)?).map_err(encode_err)?;
@@ -218,47 +207,6 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T
         ))),
         Err(e) => Err(WireError::Decode(e.to_string())),
     }
-}
-
-/// A received call header. The names stay in the frame they arrived in.
-#[derive(Debug)]
-pub(crate) struct IncomingHeader {
-    pub(crate) service: Text,
-    pub(crate) method: Text,
-    pub(crate) kind: Kind,
-    pub(crate) timeout_us: Option<u64>,
-    pub(crate) metadata: Vec<(String, String)>,
-}
-
-/// UTF-8 text kept in a received frame.
-#[derive(Debug, Clone)]
-pub(crate) struct Text(Bytes);
-
-impl Text {
-    pub(crate) fn as_str(&self) -> &str {
-        // Checked to be UTF-8 when the frame was decoded.
-        std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-}
-
-/// Decodes the CALL frame payload into the header and the undecoded arguments.
-pub(crate) fn decode_call(payload: &Bytes) -> Result<(IncomingHeader, Bytes), WireError> {
-    let (header, rest): (CallHeader<'_>, &[u8]) = postcard::take_from_bytes(payload)
-        .map_err(|e| WireError::Protocol(format!("undecodable call header: {e}")))?;
-    // Borrowed from `payload` when the encoding allows it, which postcard's does.
-    let text = |s: &std::borrow::Cow<'_, str>| match s {
-        std::borrow::Cow::Borrowed(s) => Text(payload.slice_ref(s.as_bytes())),
-        std::borrow::Cow::Owned(s) => Text(Bytes::copy_from_slice(s.as_bytes())),
-    };
-    let incoming = IncomingHeader {
-        service: text(&header.service),
-        method: text(&header.method),
-        kind: header.kind,
-        timeout_us: header.timeout_us,
-        metadata: header.metadata,
-    };
-    let offset = payload.len() - rest.len();
-    Ok((incoming, payload.slice(offset..)))
 }
 
 /// Decodes a STATUS frame payload.

@@ -1,17 +1,18 @@
 //! The frame reader: reads whole frames from a QUIC receive stream, checking each frame's
-//! size before allocating and taking room for large frames from the connection's budget.
+//! size before allocating and taking room for large frames from the connection's and the
+//! node's budgets.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
+use super::budget::{hold, Budget, Room, SMALL_FRAME};
 use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
 
-/// The most a frame reader sets aside ahead of the bytes that have arrived.
+/// The most a frame reader sets aside ahead of the bytes that have arrived, for a frame that
+/// takes no room from the budgets.
 const READ_AHEAD: usize = 64 * 1024;
 /// The least it asks a read to fill: small for a stream's first frame (most calls are one
 /// small frame, and its buffer lives as long as the call), larger once a stream has shown it
@@ -27,77 +28,97 @@ pub(crate) struct FrameReader {
     buf: BytesMut,
     max_message: usize,
     done: bool,
-    /// The connection's budget for large frames being received.
-    budget: Arc<Semaphore>,
-    /// Room taken from `budget` for the frame being read, or the wait for it.
-    room: Room,
+    /// Where room for large frames comes from.
+    budget: Budget,
+    /// Room taken from `budget` for the frame at the front, or the wait for it.
+    room: Taking,
     /// The length (head included) of the whole frame at the front of `buf`, if there is one.
     front: Option<usize>,
     /// The least room a read is given.
     read_min: usize,
 }
 
+/// The room of the frame at the front of a reader's buffer.
 #[derive(Default)]
-enum Room {
-    /// The frame being read is small enough to need none.
+enum Taking {
+    /// The frame is small enough to need none.
     #[default]
     None,
-    Waiting(
-        Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send + Sync>>,
-    ),
-    Held(#[allow(dead_code)] OwnedSemaphorePermit),
+    Waiting(Pin<Box<dyn Future<Output = Result<Room, WireError>> + Send + Sync>>),
+    Held(Room),
 }
 
-impl std::fmt::Debug for Room {
+impl std::fmt::Debug for Taking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Room::None => "None",
-            Room::Waiting(_) => "Waiting",
-            Room::Held(_) => "Held",
+            Taking::None => "None",
+            Taking::Waiting(_) => "Waiting",
+            Taking::Held(_) => "Held",
         })
     }
 }
 
-/// Frames up to this size are read without taking room from the connection's budget: the
-/// QUIC stream limit already bounds how many such frames can be in progress.
-const SMALL_FRAME: usize = 64 * 1024;
-
 impl FrameReader {
-    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize, budget: Arc<Semaphore>) -> Self {
+    pub(crate) fn new(recv: quinn::RecvStream, max_message: usize, budget: Budget) -> Self {
         FrameReader {
             recv,
             buf: BytesMut::new(),
             max_message,
             done: false,
             budget,
-            room: Room::None,
+            room: Taking::None,
             front: None,
             read_min: FIRST_READ,
         }
     }
 
-    /// Takes room for a large frame of `total` bytes from the connection's budget before
-    /// reading it, so that all the large frames a peer has in progress at once stay within
-    /// the budget. Pending while other frames hold the room.
+    /// Takes room for a large frame of `total` bytes from the budgets before reading it (or
+    /// handing it on, if it is already here), so that all the large frames peers have in
+    /// progress or held at once stay within the budgets. Pending while other frames hold the
+    /// room.
     fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), WireError>> {
         if total <= SMALL_FRAME {
             return Poll::Ready(Ok(()));
         }
         loop {
             match &mut self.room {
-                Room::Held(_) => return Poll::Ready(Ok(())),
-                Room::Waiting(wait) => match ready!(wait.as_mut().poll(cx)) {
-                    Ok(permit) => self.room = Room::Held(permit),
-                    Err(_) => return Poll::Ready(Err(WireError::Closed)),
-                },
-                Room::None => {
+                Taking::Held(_) => return Poll::Ready(Ok(())),
+                Taking::Waiting(wait) => {
+                    let taken = ready!(wait.as_mut().poll(cx));
+                    self.room = Taking::None;
+                    self.room = Taking::Held(taken?);
+                    // Counted whole: the frame's buffer can be set aside whole, sparing the
+                    // copies of a buffer that grows. Its pages are only touched as the bytes
+                    // arrive.
+                    if self.buf.capacity() < total {
+                        let mut exact = BytesMut::with_capacity(total);
+                        exact.extend_from_slice(&self.buf);
+                        self.buf = exact;
+                    }
+                }
+                Taking::None => {
                     // `total` is at most the message limit, which fits in u32 and is no
-                    // larger than the budget (both checked when the node is configured).
+                    // larger than either budget (both checked when the node is configured).
                     let n = u32::try_from(total).unwrap_or(u32::MAX);
-                    let budget = Arc::clone(&self.budget);
-                    self.room = Room::Waiting(Box::pin(budget.acquire_many_owned(n)));
+                    self.room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
                 }
             }
+        }
+    }
+
+    /// Drops the frame at the front (`total` bytes) from the buffer. A large frame's buffer
+    /// goes with it, and with the buffer the frame's room: what follows the frame moves to a
+    /// buffer of its own. Returns the frame, and its room if it has some.
+    fn take_front(&mut self, total: usize) -> (BytesMut, Option<Room>) {
+        self.front = None;
+        match std::mem::take(&mut self.room) {
+            Taking::Held(room) => {
+                let rest = BytesMut::from(&self.buf[total..]);
+                let mut frame = std::mem::replace(&mut self.buf, rest);
+                frame.truncate(total);
+                (frame, Some(room))
+            }
+            _ => (self.buf.split_to(total), None),
         }
     }
 
@@ -110,11 +131,15 @@ impl FrameReader {
             return Poll::Ready(Ok(None));
         };
         let total = FRAME_HEAD + self.payload().len();
-        self.front = None;
-        self.room = Room::None;
-        let mut frame = self.buf.split_to(total);
+        let (mut frame, room) = self.take_front(total);
         frame.advance(FRAME_HEAD);
-        Poll::Ready(Ok(Some((tag, frame.freeze()))))
+        let payload = match room {
+            // The room goes where the frame goes, and comes back when the last part of it is
+            // dropped.
+            Some(room) => hold(frame, room),
+            None => frame.freeze(),
+        };
+        Poll::Ready(Ok(Some((tag, payload))))
     }
 
     /// The payload of the whole frame at the front, after [`poll_ready`](Self::poll_ready)
@@ -128,9 +153,13 @@ impl FrameReader {
 
     /// Drops the frame at the front, once its payload has been used.
     pub(crate) fn consume(&mut self) {
-        if let Some(total) = self.front.take() {
-            self.buf.advance(total);
-            self.room = Room::None;
+        match (self.front, &self.room) {
+            (Some(total), Taking::Held(_)) => drop(self.take_front(total)),
+            (Some(total), _) => {
+                self.front = None;
+                self.buf.advance(total);
+            }
+            (None, _) => {}
         }
     }
 
@@ -165,9 +194,7 @@ impl FrameReader {
                     return Poll::Ready(Err(self.fail(err)));
                 }
                 wanted = FRAME_HEAD + payload;
-                if self.buf.len() < wanted {
-                    ready!(self.poll_room(cx, wanted))?;
-                }
+                ready!(self.poll_room(cx, wanted))?;
                 if self.buf.len() >= wanted {
                     self.front = Some(wanted);
                     self.read_min = READ_MIN;
@@ -183,7 +210,8 @@ impl FrameReader {
             }
             // Room for what the frame still needs, but never more than a read can bring at
             // once: memory grows with the bytes that actually arrive, not with the bytes
-            // a length prefix announces.
+            // a length prefix announces. (A large frame's buffer, counted whole in the
+            // budgets, was set aside whole when its room was taken.)
             let spare = self.buf.capacity() - self.buf.len();
             if spare < READ_AHEAD.min(wanted - self.buf.len()) {
                 self.buf
@@ -206,7 +234,7 @@ impl FrameReader {
                         _ => WireError::ConnectionLost("stream read failed".into()),
                     };
                     self.done = true;
-                    self.buf.clear();
+                    self.release();
                     return Poll::Ready(Err(err));
                 }
             }
@@ -260,10 +288,16 @@ impl FrameReader {
     }
 
     fn fail(&mut self, err: WireError) -> WireError {
-        self.buf.clear();
-        self.front = None;
+        self.release();
         self.stop(err.stop_code());
         err
+    }
+
+    /// Lets go of the buffer and its room, once nothing more will be read.
+    fn release(&mut self) {
+        self.buf = BytesMut::new();
+        self.front = None;
+        self.room = Taking::None;
     }
 }
 

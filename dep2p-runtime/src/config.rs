@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::wire::{HeaderLimits, FRAME_HEAD};
 
-/// Limits and timeouts of a node, set through [`NodeBuilder`](crate::NodeBuilder).
+/// Limits and timeouts of a node, set through [`NodeBuilder`](crate::node::NodeBuilder).
 ///
-/// Every limit fails only the call that exceeds it, with a typed [`Error`](crate::Error); the
+/// Every limit fails only the call that exceeds it, with a typed [`Error`]; the
 /// connection and the node keep working.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -35,7 +36,7 @@ pub(crate) struct Config {
     /// Accepted connections (handshakes included) from one IP address. Default: 2,048.
     pub(crate) max_connections_per_ip: usize,
     /// Calls a connection may have running on this node at once; more are refused with
-    /// [`Error::Overloaded`](crate::Error::Overloaded). Default: 1,024.
+    /// [`Error::Overloaded`](Error::Overloaded). Default: 1,024.
     pub(crate) max_concurrent_calls: usize,
     /// Streams (calls) the peer may have open towards this node at once, per direction; a
     /// caller over this waits for a free one. Default: 128.
@@ -90,8 +91,8 @@ impl Default for Config {
 }
 
 impl Config {
-    pub(crate) fn validate(&self) -> Result<(), crate::Error> {
-        let err = |msg: &str| Err(crate::Error::Config(msg.to_string()));
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let err = |msg: &str| Err(Error::Config(msg.to_string()));
         let zero = [
             ("request_timeout", self.request_timeout),
             ("connect_timeout", self.connect_timeout),
@@ -100,9 +101,7 @@ impl Config {
             ("idle_connection_timeout", self.idle_connection_timeout),
         ];
         if let Some((name, _)) = zero.iter().find(|(_, d)| d.is_zero()) {
-            return Err(crate::Error::Config(format!(
-                "{name} must be longer than zero"
-            )));
+            return Err(Error::Config(format!("{name} must be longer than zero")));
         }
         if self.max_call_deadline.is_some_and(|d| d.is_zero()) {
             return err("max_call_deadline must be longer than zero");

@@ -26,6 +26,8 @@ pub struct Probe {
     pub notes: Option<mpsc::UnboundedSender<String>>,
     /// Released by tests to let `hold` handlers finish.
     pub release: TokioNotify,
+    /// Ids of the `slow_note` notifications whose handler ran.
+    pub handled: std::sync::Mutex<Vec<u32>>,
 }
 
 /// Counts a handler as running until dropped; counts it as cancelled unless `done`.
@@ -166,6 +168,14 @@ impl Service for TestService {
                 drop(rx);
                 guard.done = true;
             }),
+            "slow_note" => call.notify(move |(id, ms): (u32, u64)| async move {
+                probe
+                    .handled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(id);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }),
             "pause_stream" => call.server_stream(move |(): (), out: Sender<u8>| async move {
                 // Holds the stream open without sending anything.
                 let mut guard = Running::new(&probe);
@@ -218,6 +228,11 @@ pub fn hold(conn: &Connection) -> Unary<(), ()> {
 
 pub fn note(conn: &Connection, s: &str) -> Notify<(String,)> {
     Notify::new(conn, SERVICE, "note", (s.to_string(),))
+}
+
+/// A notification whose handler records `id`, then sleeps `ms` milliseconds.
+pub fn slow_note(conn: &Connection, id: u32, ms: u64) -> Notify<(u32, u64)> {
+    Notify::new(conn, SERVICE, "slow_note", (id, ms))
 }
 
 pub fn count(conn: &Connection, n: u32) -> ServerStreaming<(u32,), u32, Result<u32, String>> {

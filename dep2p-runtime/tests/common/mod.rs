@@ -26,6 +26,8 @@ pub struct Probe {
     pub notes: Option<mpsc::UnboundedSender<String>>,
     /// Released by tests to let `hold` handlers finish.
     pub release: TokioNotify,
+    /// Bytes of items `flood` handlers have queued.
+    pub sent: AtomicUsize,
     /// Ids of the `slow_note` notifications whose handler ran.
     pub handled: std::sync::Mutex<Vec<u32>>,
 }
@@ -168,6 +170,29 @@ impl Service for TestService {
                 drop(rx);
                 guard.done = true;
             }),
+            "flood" => call.server_stream(
+                move |(size, n): (u32, u32), mut out: Sender<String>| async move {
+                    // `n` items of `size` bytes; `u32::MAX` for as many as the caller takes.
+                    let mut guard = Running::new(&probe);
+                    let item = "x".repeat(size as usize);
+                    let mut i = 0;
+                    while n == u32::MAX || i < n {
+                        if out.send(item.clone()).await.is_err() {
+                            return;
+                        }
+                        probe.sent.fetch_add(item.len(), Ordering::SeqCst);
+                        i += 1;
+                    }
+                    guard.done = true;
+                },
+            ),
+            "ignore" => call.client_stream(move |(): (), rx: Receiver<String>| async move {
+                // Holds the caller's stream without reading it.
+                let mut guard = Running::new(&probe);
+                probe.release.notified().await;
+                drop(rx);
+                guard.done = true;
+            }),
             "slow_note" => call.notify(move |(id, ms): (u32, u64)| async move {
                 probe
                     .handled
@@ -228,6 +253,16 @@ pub fn hold(conn: &Connection) -> Unary<(), ()> {
 
 pub fn note(conn: &Connection, s: &str) -> Notify<(String,)> {
     Notify::new(conn, SERVICE, "note", (s.to_string(),))
+}
+
+/// `n` items of `size` bytes (`u32::MAX`: until the caller stops reading).
+pub fn flood(conn: &Connection, size: u32, n: u32) -> ServerStreaming<(u32, u32), String, ()> {
+    ServerStreaming::new(conn, SERVICE, "flood", (size, n))
+}
+
+/// A client stream whose handler never reads it.
+pub fn ignore(conn: &Connection) -> ClientStreaming<(), String, ()> {
+    ClientStreaming::new(conn, SERVICE, "ignore", ())
 }
 
 /// A notification whose handler records `id`, then sleeps `ms` milliseconds.

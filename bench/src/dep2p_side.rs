@@ -104,9 +104,14 @@ pub(crate) async fn serve(
 ) -> (Node, SocketAddr, String) {
     let mut builder = Node::builder().serve(BenchServer::new(Handlers { state }));
     if let Some(limit) = limit {
+        // That many streams need small stream windows for a connection window that holds
+        // them all (the node refuses one that streams nobody reads could fill).
+        let window = 16 * 1024;
         builder = builder
             .max_concurrent_calls(limit as usize)
-            .max_concurrent_streams(limit);
+            .max_concurrent_streams(limit)
+            .stream_window(window)
+            .connection_window(limit.saturating_mul(2 * window));
     }
     let node = builder.bind(addr).await.expect("bind the dep2p server");
     let (addr, id) = (node.local_addr(), node.id().to_string());

@@ -130,7 +130,8 @@ fn notes(sizes: &Sizes, workloads: &[Workload], profile: Profile, wall: Duration
              connections (one echo call each) or {} calls held in their handlers on one \
              connection. The server holding calls in flight allows {limit} concurrent calls \
              and streams per connection (dep2p: max_concurrent_calls and \
-             max_concurrent_streams; quinn: max_concurrent_bidi_streams).",
+             max_concurrent_streams, with 16 KiB stream windows and a connection window \
+             twice their sum; quinn: max_concurrent_bidi_streams).",
             sizes.idle_connections, sizes.calls_in_flight
         ));
     }

@@ -137,10 +137,16 @@ impl<K, A: Serialize> Call<K, A> {
             match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
                 Poll::Ready(opened) => opened?,
                 Poll::Pending => {
-                    let opened = open.await?;
+                    let mut opened = open.await?;
                     // Waiting for a stream (the peer's stream limit) used up part of the
-                    // deadline: the header must carry the time actually left.
+                    // deadline: the header must carry the time actually left. With none left,
+                    // the call fails here: the peer would drop it unread, and a notification's
+                    // sender would never learn of it.
                     if let Some(left) = deadline.remaining() {
+                        if left.is_zero() {
+                            let _ = opened.0.reset(wire::STREAM_CANCELLED.into());
+                            return Err(Error::Timeout);
+                        }
                         frame = self.frame(kind, Some(left))?;
                     }
                     opened
@@ -245,6 +251,12 @@ pub enum BidiKind<I, O, R> {
 pub type Unary<A, R> = Call<UnaryKind<R>, A>;
 /// A notification. Awaiting it gives `Ok(())` once the message is handed to QUIC; nothing
 /// comes back from the peer.
+///
+/// A peer busy with its limit of calls holds notifications back rather than refusing them:
+/// once it holds as many as its stream limit allows, awaiting waits for a stream, and fails
+/// with [`Error::Timeout`] if none frees before the deadline. A notification that completed
+/// `Ok` is handled unless the connection is lost, the peer shuts down, or it cannot serve the
+/// method at all.
 pub type Notify<A> = Call<NotifyKind, A>;
 /// A server-streaming call. Awaiting it sends the request and gives the [`Receiver`] of the
 /// peer's messages and the [`Response`] that ends them.

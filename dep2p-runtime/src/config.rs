@@ -5,6 +5,15 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::wire::{HeaderLimits, FRAME_HEAD};
 
+/// Default flow-control window of one stream. Large enough that one stream carries bulk data
+/// at full speed on loopback with the loopback transport profile, and small enough that every
+/// stream a peer may open fits in the connection window.
+const STREAM_WINDOW: u32 = 512 * 1024;
+
+/// Default flow-control window of a connection: a full stream window for each of the 128
+/// streams a peer may open by default (64 MiB), plus 16 MiB for the calls that are read.
+const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW + 16 * 1024 * 1024;
+
 /// Limits and timeouts of a node, set through [`NodeBuilder`](crate::node::NodeBuilder).
 ///
 /// Every limit fails only the call that exceeds it, with a typed [`Error`]; the
@@ -45,10 +54,11 @@ pub(crate) struct Config {
     pub(crate) header_timeout: Duration,
     /// A stream on which nothing moves for this long is ended. Default: 5 min.
     pub(crate) idle_stream_timeout: Duration,
-    /// Bytes a peer may send on one stream before this node reads them. Default: 1 MiB.
+    /// Bytes a peer may send on one stream before this node reads them. Default: 512 KiB.
     pub(crate) stream_window: u32,
-    /// Bytes a peer may send on a whole connection before this node reads them.
-    /// Default: 16 MiB.
+    /// Bytes a peer may send on a whole connection before this node reads them: enough for
+    /// every stream the peer may open to hold a full window unread, with room to spare (see
+    /// [`Config::min_connection_window`]). Default: 80 MiB.
     pub(crate) connection_window: u32,
     /// A connection on which nothing at all is received for this long is closed. Default: 30 s.
     pub(crate) idle_connection_timeout: Duration,
@@ -79,8 +89,8 @@ impl Default for Config {
             max_concurrent_streams: 128,
             header_timeout: Duration::from_secs(10),
             idle_stream_timeout: Duration::from_secs(300),
-            stream_window: 1024 * 1024,
-            connection_window: 16 * 1024 * 1024,
+            stream_window: STREAM_WINDOW,
+            connection_window: CONNECTION_WINDOW,
             idle_connection_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(10),
             fast_loopback: true,
@@ -127,10 +137,35 @@ impl Config {
         if self.keep_alive_interval >= self.idle_connection_timeout {
             return err("keep_alive_interval must be shorter than idle_connection_timeout");
         }
-        if self.stream_window == 0 || self.connection_window < self.stream_window {
-            return err("connection_window must be at least stream_window, which must be > 0");
+        if self.stream_window == 0 {
+            return err("stream_window must be at least 1 byte");
+        }
+        let min = self.min_connection_window();
+        if u64::from(self.connection_window) < min {
+            return Err(crate::Error::Config(format!(
+                "connection_window ({} bytes) must be at least {min} bytes with \
+                 max_concurrent_streams {} and stream_window {}: otherwise streams nobody reads \
+                 can take the whole connection window and stall every other call",
+                self.connection_window, self.max_concurrent_streams, self.stream_window
+            )));
         }
         Ok(())
+    }
+
+    /// The smallest connection window that streams nobody reads cannot fill.
+    ///
+    /// A stream whose data is not read holds at most one stream window of the connection
+    /// window. The window must take `max_concurrent_streams` such streams (every call a peer
+    /// may have open towards this node, or as many of this node's own calls whose responses
+    /// it leaves unread) and still leave room: at least one stream window, so that another
+    /// call can move, and at least an eighth of the connection window, since quinn grants the
+    /// peer more connection credit only once an eighth of the window has been read since the
+    /// last grant; with less room, the other calls could never read enough to earn it.
+    pub(crate) fn min_connection_window(&self) -> u64 {
+        let unread = u64::from(self.max_concurrent_streams) * u64::from(self.stream_window);
+        let room = u64::from(self.stream_window);
+        // `unread` at most 7/8 of the window, rounded up.
+        (unread + room).max((unread * 8).div_ceil(7))
     }
 
     /// The deadline this node grants a call of `kind` that asked for `requested` (`None`: no

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::connection::{Connection, Link};
 use crate::deadline::Deadline;
@@ -41,24 +41,46 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
             Arc::clone(&services),
             Some(send),
             recv,
-            Arc::clone(&limit),
+            Place::Try(Arc::clone(&limit)),
         );
         link.shared().tracker().spawn(call);
     }
+    // The connection is gone: a notification loop waiting for a place stops.
+    limit.close();
     let _ = uni.await;
 }
 
+/// Accepts notification streams and serves each once a place in the concurrent-call limit is
+/// free.
+///
+/// A notification is never refused for want of a place: its sender has finished the stream
+/// and would not learn of the refusal. Until a place frees, the stream accepted last waits
+/// unread and those after it unaccepted; each keeps its QUIC stream credit, so once the peer
+/// has used up its allowance of unidirectional streams (`max_concurrent_streams`), its next
+/// notification waits to open a stream, within its deadline.
 async fn serve_notifications(link: Arc<Link>, services: Arc<Services>, limit: Arc<Semaphore>) {
     while let Ok(recv) = link.quic().accept_uni().await {
+        // Fails only once the limit is closed, with the connection.
+        let Ok(place) = Arc::clone(&limit).acquire_owned().await else {
+            return;
+        };
         let call = serve_stream(
             link.connection(),
             Arc::clone(&services),
             None,
             recv,
-            Arc::clone(&limit),
+            Place::Held(place),
         );
         link.shared().tracker().spawn(call);
     }
+}
+
+/// A call's place in the connection's concurrent-call limit.
+enum Place {
+    /// Taken before the stream was read.
+    Held(OwnedSemaphorePermit),
+    /// To be taken once the header is read, if one is free.
+    Try(Arc<Semaphore>),
 }
 
 /// Reads one call's header and hands the call to its service.
@@ -67,7 +89,7 @@ async fn serve_stream(
     services: Arc<Services>,
     send: Option<quinn::SendStream>,
     recv: quinn::RecvStream,
-    limit: Arc<Semaphore>,
+    place: Place,
 ) {
     let config = conn.config();
     let mut reader = conn.reader(recv);
@@ -114,12 +136,18 @@ async fn serve_stream(
     if conn.is_shutting_down() {
         return refuse(&conn, reader, send, Error::ShuttingDown).await;
     }
-    let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
-        let err = Error::Overloaded(format!(
-            "more than {} calls in flight on this connection",
-            config.max_concurrent_calls
-        ));
-        return refuse(&conn, reader, send, err).await;
+    let permit = match place {
+        Place::Held(permit) => permit,
+        Place::Try(limit) => match limit.try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let err = Error::Overloaded(format!(
+                    "more than {} calls in flight on this connection",
+                    config.max_concurrent_calls
+                ));
+                return refuse(&conn, reader, send, err).await;
+            }
+        },
     };
     let Some(service) = services.get(header.service()) else {
         let err = Error::UnknownService(peer_text(header.service()).into_owned());

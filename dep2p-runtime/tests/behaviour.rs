@@ -152,6 +152,7 @@ async fn flow_control_makes_a_fast_sender_wait() {
     let (_server, _client, conn) = pair_with(
         Node::builder()
             .stream_window(window)
+            .max_concurrent_streams(2)
             .connection_window(4 * window),
         &probe,
     )

@@ -550,6 +550,8 @@ fn serving_process() {
         let node = Node::builder()
             .memory_budget(BUDGET)
             .connection_window(WINDOW as u32)
+            // Small enough that every stream a peer may open fits in the connection window.
+            .stream_window(16 * 1024)
             .serve(mem.clone())
             .bind("127.0.0.1:0")
             .await

@@ -166,8 +166,9 @@ impl NodeBuilder {
 
     /// QUIC streams a peer may have open towards this node at once, per direction. A caller
     /// past this limit waits for a stream to free up rather than failing. QUIC sets aside
-    /// state for every stream a peer may open, so this is also a memory cost per connection.
-    /// Default: 128.
+    /// state for every stream a peer may open, so this is also a memory cost per connection;
+    /// and the connection window must hold a stream window for each of them (see
+    /// [`connection_window`](Self::connection_window)). Default: 128.
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.config.max_concurrent_streams = streams;
         self
@@ -191,14 +192,26 @@ impl NodeBuilder {
         self
     }
 
-    /// Flow-control window of one stream: bytes a peer may send before this node reads them.
-    /// Default: 1 MiB.
+    /// Flow-control window of one stream: bytes a peer may send on a stream before this node
+    /// reads them, and so the most a stream nobody reads holds. A larger window speeds up a
+    /// single bulk stream on a path with a long round trip; it must fit
+    /// `max_concurrent_streams` times in the connection window (see
+    /// [`connection_window`](Self::connection_window)). Default: 512 KiB.
     pub fn stream_window(mut self, bytes: u32) -> Self {
         self.config.stream_window = bytes;
         self
     }
 
-    /// Flow-control window of a whole connection. Default: 16 MiB.
+    /// Flow-control window of a whole connection: bytes a peer may send on all streams
+    /// together before this node reads them, and so the most a peer can make this node hold
+    /// in QUIC's receive buffers per connection.
+    ///
+    /// Streams whose data nobody reads (a `Receiver` held but not read, a handler that does not
+    /// read its stream) each hold up to a stream window of it. So that they never stall the
+    /// other calls of their connection, it must be at least
+    /// `max_concurrent_streams × stream_window × 8/7` and at least
+    /// `(max_concurrent_streams + 1) × stream_window`; binding fails with
+    /// [`Error::Config`] otherwise. Default: 80 MiB (128 streams × 512 KiB, plus 16 MiB).
     pub fn connection_window(mut self, bytes: u32) -> Self {
         self.config.connection_window = bytes;
         self

@@ -29,7 +29,7 @@ pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::Transp
         .max_concurrent_uni_streams(config.max_concurrent_streams.into())
         .stream_receive_window(config.stream_window.into())
         .receive_window(config.connection_window.into())
-        .send_window(u64::from(config.connection_window));
+        .send_window(u64::from(config.connection_window).min(SEND_WINDOW));
     if loopback && config.fast_loopback {
         let mut discovery = quinn::MtuDiscoveryConfig::default();
         discovery.upper_bound(MAX_UDP_PAYLOAD);
@@ -42,6 +42,12 @@ pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::Transp
     }
     Ok(t)
 }
+
+/// The most a connection holds of what it sends and the peer has not acknowledged. The
+/// connection window (what the peer may send) is sized to hold every stream's window unread;
+/// what this node sends needs no such room, and a peer that stops acknowledging holds no more
+/// than this of the node's memory.
+pub(crate) const SEND_WINDOW: u64 = 16 * 1024 * 1024;
 
 /// The largest UDP payload a node accepts, advertised to peers, and the ceiling of MTU
 /// discovery: 65,535 bytes less the IPv4 and UDP headers.

@@ -27,6 +27,10 @@ pub struct Probe {
     pub notes: Option<mpsc::UnboundedSender<String>>,
     /// Released by tests to let `hold` handlers finish.
     pub release: TokioNotify,
+    /// Bytes of items `flood` handlers have queued.
+    pub sent: AtomicUsize,
+    /// Ids of the `slow_note` notifications whose handler ran.
+    pub handled: std::sync::Mutex<Vec<u32>>,
 }
 
 /// Counts a handler as running until dropped; counts it as cancelled unless `done`.
@@ -167,6 +171,37 @@ impl Service for TestService {
                 drop(rx);
                 guard.done = true;
             }),
+            "flood" => call.server_stream(
+                move |(size, n): (u32, u32), mut out: Sender<String>| async move {
+                    // `n` items of `size` bytes; `u32::MAX` for as many as the caller takes.
+                    let mut guard = Running::new(&probe);
+                    let item = "x".repeat(size as usize);
+                    let mut i = 0;
+                    while n == u32::MAX || i < n {
+                        if out.send(item.clone()).await.is_err() {
+                            return;
+                        }
+                        probe.sent.fetch_add(item.len(), Ordering::SeqCst);
+                        i += 1;
+                    }
+                    guard.done = true;
+                },
+            ),
+            "ignore" => call.client_stream(move |(): (), rx: Receiver<String>| async move {
+                // Holds the caller's stream without reading it.
+                let mut guard = Running::new(&probe);
+                probe.release.notified().await;
+                drop(rx);
+                guard.done = true;
+            }),
+            "slow_note" => call.notify(move |(id, ms): (u32, u64)| async move {
+                probe
+                    .handled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(id);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }),
             "pause_stream" => call.server_stream(move |(): (), out: Sender<u8>| async move {
                 // Holds the stream open without sending anything.
                 let mut guard = Running::new(&probe);
@@ -219,6 +254,21 @@ pub fn hold(conn: &Connection) -> Unary<(), ()> {
 
 pub fn note(conn: &Connection, s: &str) -> Notify<(String,)> {
     Notify::new(conn, SERVICE, "note", (s.to_string(),))
+}
+
+/// `n` items of `size` bytes (`u32::MAX`: until the caller stops reading).
+pub fn flood(conn: &Connection, size: u32, n: u32) -> ServerStreaming<(u32, u32), String, ()> {
+    ServerStreaming::new(conn, SERVICE, "flood", (size, n))
+}
+
+/// A client stream whose handler never reads it.
+pub fn ignore(conn: &Connection) -> ClientStreaming<(), String, ()> {
+    ClientStreaming::new(conn, SERVICE, "ignore", ())
+}
+
+/// A notification whose handler records `id`, then sleeps `ms` milliseconds.
+pub fn slow_note(conn: &Connection, id: u32, ms: u64) -> Notify<(u32, u64)> {
+    Notify::new(conn, SERVICE, "slow_note", (id, ms))
 }
 
 pub fn count(conn: &Connection, n: u32) -> ServerStreaming<(u32,), u32, Result<u32, String>> {

@@ -45,7 +45,9 @@ async fn node_default_timeout_applies() {
         .await
         .unwrap();
     assert!(matches!(sleep(&conn, 10_000).await, Err(Error::Timeout)));
-    assert_eq!(sleep(&conn, 1).await.unwrap(), 1);
+    // The connection still serves (with a deadline a loaded machine cannot miss).
+    let quick = sleep(&conn, 1).timeout(Duration::from_secs(10)).await;
+    assert_eq!(quick.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -398,17 +400,20 @@ async fn shutdown_grace_period_is_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delivers_answers_of_calls_that_finish_in_the_grace_period() {
-    // The answer of a call that ends just before the node closes must still arrive.
-    for _ in 0..20 {
+    // The answer of a call that ends just before the node closes must still arrive. The
+    // handler runs long enough to be seen running however loaded the machine is.
+    for _ in 0..8 {
         let probe = probe();
         let (server, _client, conn) = pair(&probe).await;
-        let in_flight = tokio::spawn(sleep(&conn, 20).into_future());
+        let in_flight = tokio::spawn(sleep(&conn, 150).into_future());
         eventually("the call to start", || {
             probe.running.load(Ordering::SeqCst) == 1
+                || probe.cancelled.load(Ordering::SeqCst) > 0
+                || in_flight.is_finished()
         })
         .await;
         server.shutdown(Duration::from_secs(5)).await;
-        assert_eq!(in_flight.await.unwrap().unwrap(), 20);
+        assert_eq!(in_flight.await.unwrap().unwrap(), 150);
     }
 }
 

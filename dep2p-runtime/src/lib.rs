@@ -46,6 +46,7 @@
 // serving; the node.
 mod wire;
 
+mod addr;
 mod error;
 mod id;
 
@@ -72,6 +73,7 @@ mod node;
 #[cfg(test)]
 mod proptests;
 
+pub use addr::{NodeAddr, ParseNodeAddrError};
 pub use call::{
     Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
     ServerStreaming, ServerStreamingKind, Unary, UnaryKind,

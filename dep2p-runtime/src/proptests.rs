@@ -110,4 +110,33 @@ proptest! {
         let pem = format!("-----BEGIN PRIVATE KEY-----\n{text}\n-----END PRIVATE KEY-----\n");
         let _ = crate::SecretKey::from_pem(&pem);
     }
+
+    #[test]
+    fn node_addrs_never_panic(
+        text in "[a-z2-7]{52}@[0-9a-z:.,\\[\\]%-]{0,60}",
+        other in ".{0,80}",
+        bytes in proptest::collection::vec(any::<u8>(), 0..128),
+    ) {
+        let _ = text.parse::<crate::NodeAddr>();
+        let _ = other.parse::<crate::NodeAddr>();
+        let _ = wire::decode::<crate::NodeAddr>(&bytes);
+    }
+
+    #[test]
+    fn node_addrs_round_trip(
+        bytes in any::<[u8; 32]>(),
+        addrs in proptest::collection::vec(any::<std::net::SocketAddr>(), 0..6),
+        hosts in proptest::collection::vec("[a-z][a-z0-9-]{0,10}(\\.[a-z]{1,5}){0,2}:[0-9]{1,4}", 0..6),
+    ) {
+        let mut addr = crate::NodeAddr::new(NodeId::from_bytes(bytes));
+        for a in addrs {
+            addr = addr.with_addr(a);
+        }
+        for h in &hosts {
+            addr = addr.with_host(h).unwrap();
+        }
+        prop_assert_eq!(addr.to_string().parse::<crate::NodeAddr>().unwrap(), addr.clone());
+        let encoded = postcard::to_allocvec(&addr).unwrap();
+        prop_assert_eq!(wire::decode::<crate::NodeAddr>(&encoded).unwrap(), addr);
+    }
 }

@@ -71,6 +71,9 @@ pub(crate) struct Config {
     pub(crate) max_call_deadline: Option<Duration>,
     /// Whether a handler's panic message travels to the caller. Default: false.
     pub(crate) send_panic_messages: bool,
+    /// Addresses other nodes reach this one at, listed first in its `NodeAddr`.
+    /// Default: none.
+    pub(crate) advertise: Vec<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -96,6 +99,7 @@ impl Default for Config {
             fast_loopback: true,
             max_call_deadline: None,
             send_panic_messages: false,
+            advertise: Vec::new(),
         }
     }
 }

@@ -29,7 +29,8 @@ pub enum Error {
     /// A connection to the peer could not be established.
     #[error("peer unreachable at {addr}: {reason}")]
     Unreachable {
-        /// The address dialed.
+        /// The address dialed; for [`Node::dial`](crate::Node::dial), the first address tried
+        /// (`0.0.0.0:0` if there was none), while `reason` lists them all.
         addr: std::net::SocketAddr,
         /// What went wrong.
         reason: String,

@@ -1,7 +1,7 @@
 //! [`NodeBuilder`]: a node's key, services and limits, and binding it to a socket.
 
 use std::fmt;
-use std::net::ToSocketAddrs;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -258,8 +258,59 @@ impl NodeBuilder {
         self
     }
 
+    /// Adds an address at which other nodes reach this one: listed, in the order added,
+    /// before the bound address in [`Node::node_addr`] (and so in the node's ticket). For a
+    /// node bound to `0.0.0.0` or `[::]`, which cannot tell its reachable addresses itself, or
+    /// behind a NAT that forwards a port: its public address. Default: none.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), dep2p_runtime::Error> {
+    /// use dep2p_runtime::Node;
+    ///
+    /// let node = Node::builder()
+    ///     .advertise("203.0.113.5:4433".parse().unwrap())
+    ///     .bind("0.0.0.0:4433")
+    ///     .await?;
+    /// println!("{}", node.node_addr()); // <node id>@203.0.113.5:4433
+    /// # Ok(()) }
+    /// ```
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        if !self.config.advertise.contains(&addr) {
+            self.config.advertise.push(addr);
+        }
+        self
+    }
+
+    /// Binds the node to a free port on every interface, for a node that mostly dials: the
+    /// dual-stack `[::]:0`, which reaches IPv6 and IPv4 peers alike, or `0.0.0.0:0` (IPv4
+    /// only) on a machine without IPv6. Like [`bind`](Self::bind), the node serves as well.
+    ///
+    /// A node bound to `127.0.0.1` instead can only reach peers on the same machine.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dep2p_runtime::Error> {
+    /// let client = dep2p_runtime::Node::builder().bind_any().await?;
+    /// assert!(client.local_addr().ip().is_unspecified());
+    /// # Ok(()) }
+    /// ```
+    pub async fn bind_any(self) -> Result<Node, Error> {
+        let dual_stack = SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0));
+        // A machine without IPv6 refuses the socket or its address; that costs one
+        // throwaway socket to learn.
+        let addr = if std::net::UdpSocket::bind(dual_stack).is_ok() {
+            dual_stack
+        } else {
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
+        };
+        self.bind(addr).await
+    }
+
     /// Binds the node to `addr` (port 0 picks a free port) and starts accepting connections.
     /// Must be called within a tokio runtime.
+    ///
+    /// A name in `addr` is resolved here, blocking: give a socket address, or see
+    /// [`bind_any`](Self::bind_any) for a node that does not care where it listens.
     pub async fn bind(self, addr: impl ToSocketAddrs) -> Result<Node, Error> {
         let NodeBuilder {
             config,

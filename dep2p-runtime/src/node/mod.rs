@@ -1,8 +1,10 @@
 //! Nodes: an identity bound to a UDP socket, the services it serves and the connections it
 //! makes.
 
+mod address;
 mod admission;
 mod builder;
+mod dial;
 mod endpoint;
 mod reset;
 mod shutdown;

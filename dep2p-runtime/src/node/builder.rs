@@ -164,8 +164,9 @@ impl NodeBuilder {
     /// when its handshake completes, so handshakes in progress (bounded by
     /// [`max_handshakes`](Self::max_handshakes)) never hold places. An attempt that finds every
     /// place taken is refused at the QUIC level and its dialer gets [`Error::Unreachable`]; a
-    /// handshake that completes after the last place was taken is closed at once, and calls
-    /// on it fail with [`Error::ConnectionLost`]. Connections this node dials do not count.
+    /// handshake that completes after the last place was taken is closed at once: its dialer's
+    /// `connect` fails with [`Error::Unreachable`] if it is still waiting for the node's
+    /// confirmation, and calls on the connection fail with [`Error::ConnectionLost`] otherwise. Connections this node dials do not count.
     /// Default: 4,096.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = connections;

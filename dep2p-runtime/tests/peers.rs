@@ -363,3 +363,13 @@ async fn state_belongs_to_its_connection() {
     // And the dialing side's handle has a state of its own.
     assert!(conn.state::<User>().is_none());
 }
+
+#[tokio::test]
+async fn a_node_may_dial_itself() {
+    let node = serving(Node::builder()).await;
+    let conn = node.connect(node.local_addr(), node.id()).await.unwrap();
+    assert_eq!(echo(&conn, "me").await.unwrap(), "me");
+    let again = node.connect(node.local_addr(), node.id()).await.unwrap();
+    assert_eq!(echo(&again, "me").await.unwrap(), "me");
+    assert_eq!(echo(&conn, "still").await.unwrap(), "still");
+}

@@ -108,6 +108,8 @@ impl Registry {
         let mut inner = self.inner();
         let kept = inner.links.get(&id).and_then(Weak::upgrade);
         let listed = match kept {
+            // A node that dials itself has both ends of each connection: neither is kept.
+            _ if id == self.local => false,
             Some(old) if old.is_open() => {
                 if self.preferred(link, &old) {
                     old.retire();

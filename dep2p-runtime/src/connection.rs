@@ -1,9 +1,10 @@
 //! A connection between two nodes: who is at the other end, its streams, closing it, and who
 //! keeps it open.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -11,6 +12,7 @@ use crate::error::Error;
 use crate::hold::{Claimed, Hold};
 use crate::id::NodeId;
 use crate::shared::Shared;
+use crate::state::StateMap;
 use crate::wire::{self, Budget, FrameReader};
 
 /// A mutually authenticated QUIC connection to another node.
@@ -36,6 +38,22 @@ use crate::wire::{self, Budget, FrameReader};
 ///
 /// [`close`](Self::close) closes either kind at once. A clone of the [`quic`](Self::quic)
 /// connection does not keep a connection open.
+///
+/// # One connection per peer
+///
+/// A node keeps one connection per peer: [`Node::connect`](crate::Node::connect) returns the
+/// live connection to the peer if there is one, whichever side dialed it. When both nodes
+/// dial each other at the same time, the connection dialed by the node with the smaller
+/// [`NodeId`] is kept and the other is retired: it is no longer handed out, its handles keep
+/// working, and its dialer closes it once its last handle is gone (`docs/PROTOCOL.md`,
+/// section 12).
+///
+/// # State
+///
+/// A connection carries at most one value of each type for the application
+/// ([`state`](Self::state), [`set_state`](Self::set_state)): what a session knows about its
+/// peer, shared by every call on the connection. A handler reaches it through
+/// [`CallContext::connection`](crate::CallContext::connection).
 pub struct Connection {
     // A clone costs one reference count (and for a dialed connection, one count of its
     // users): every call clones its connection.
@@ -71,6 +89,11 @@ pub(crate) struct Link {
     dialed: bool,
     /// For a dialed connection: its handles, and the [`Hold`]s of calls in flight.
     users: AtomicUsize,
+    /// Whether another connection to the same peer replaced this one: a dialed connection
+    /// then closes as a duplicate once unused.
+    retired: AtomicBool,
+    /// The application's state for this connection.
+    state: StateMap,
 }
 
 impl Link {
@@ -86,6 +109,8 @@ impl Link {
             budget,
             dialed,
             users: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+            state: StateMap::default(),
         }
     }
 
@@ -104,6 +129,55 @@ impl Link {
         self.acquire();
         Connection {
             link: Arc::clone(self),
+        }
+    }
+
+    /// A handle on the connection for a new user, unless it is closed or closing (a dialed
+    /// connection whose last user has gone closes).
+    pub(crate) fn try_connection(self: &Arc<Self>) -> Option<Connection> {
+        if self.dialed {
+            let mut users = self.users.load(Ordering::Relaxed);
+            loop {
+                if users == 0 {
+                    return None;
+                }
+                match self.users.compare_exchange_weak(
+                    users,
+                    users + 1,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => users = now,
+                }
+            }
+            let conn = Connection {
+                link: Arc::clone(self),
+            };
+            return self.is_open().then_some(conn);
+        }
+        self.is_open().then(|| self.connection())
+    }
+
+    /// Whether the connection has not closed.
+    pub(crate) fn is_open(&self) -> bool {
+        self.quic.close_reason().is_none()
+    }
+
+    /// Marks the connection as replaced by another to the same peer.
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remote(&self) -> NodeId {
+        self.remote
+    }
+
+    pub(crate) fn direction(&self) -> Direction {
+        if self.dialed {
+            Direction::Dialed
+        } else {
+            Direction::Accepted
         }
     }
 
@@ -131,8 +205,13 @@ impl Claimed for Link {
     /// meets the close, as one arriving just after it would.)
     fn release(&self) {
         if self.dialed && self.users.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.quic
-                .close(wire::CLOSE_NORMAL.into(), b"no handle left");
+            if self.retired.load(Ordering::Relaxed) {
+                self.quic
+                    .close(wire::CLOSE_DUPLICATE.into(), b"duplicate connection");
+            } else {
+                self.quic
+                    .close(wire::CLOSE_NORMAL.into(), b"no handle left");
+            }
         }
     }
 }
@@ -170,6 +249,11 @@ impl Connection {
     /// The verified node id of the peer.
     pub fn remote_id(&self) -> NodeId {
         self.link_ref().remote
+    }
+
+    /// Which side dialed the connection.
+    pub fn direction(&self) -> Direction {
+        self.link_ref().direction()
     }
 
     /// The peer's current UDP address.
@@ -210,6 +294,39 @@ impl Connection {
             .map(|e| Error::from_connection(&e))
     }
 
+    /// The connection's value of type `T`, if one was set.
+    ///
+    /// ```
+    /// # fn session(conn: &dep2p_runtime::Connection) {
+    /// struct User(String);
+    /// if conn.state::<User>().is_none() {
+    ///     conn.set_state(User("ada".into()));
+    /// }
+    /// assert_eq!(conn.state::<User>().map(|u| u.0.clone()).as_deref(), Some("ada"));
+    /// # }
+    /// ```
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.link_ref().state.get::<T>()
+    }
+
+    /// Sets the connection's value of type `T`, returning the one it replaces. Every handle of
+    /// the connection sees it, on this node only; it is dropped with the connection's last
+    /// handle and engine, after the connection closes.
+    pub fn set_state<T: Any + Send + Sync>(&self, value: T) -> Option<Arc<T>> {
+        self.link_ref().state.set(value)
+    }
+
+    /// The connection's value of type `T`, made with `make` and set first if there is none.
+    /// When two calls race, one value is kept and both get it; `make` runs without a lock held.
+    pub fn state_or_insert_with<T: Any + Send + Sync>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        self.link_ref().state.get_or_insert_with(make)
+    }
+
+    /// Removes the connection's value of type `T`, returning it.
+    pub fn remove_state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.link_ref().state.remove::<T>()
+    }
+
     /// The underlying QUIC connection.
     ///
     /// Every stream the peer opens on it is read as a dep2p call, so open streams on it
@@ -245,4 +362,13 @@ impl Connection {
     pub(crate) fn budget(&self) -> &Budget {
         &self.link_ref().budget
     }
+}
+
+/// Which side of a connection dialed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// This node dialed it ([`Node::connect`](crate::Node::connect)); it closes when unused.
+    Dialed,
+    /// The peer dialed it; it stays open while the peer keeps it.
+    Accepted,
 }

@@ -35,6 +35,16 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The peer refused this node: its [`accept_if`](crate::NodeBuilder::accept_if) rule
+    /// does not let this node connect. Reported as soon as the handshake fails, not after the
+    /// connect timeout.
+    #[error("refused by the peer at {addr}: {reason}")]
+    Refused {
+        /// The address dialed.
+        addr: std::net::SocketAddr,
+        /// What the peer said.
+        reason: String,
+    },
     /// The peer proved a different identity than the one dialed.
     #[error("peer is {presented:?}, not the expected {expected:?}")]
     WrongNodeId {
@@ -96,6 +106,7 @@ impl Error {
         matches!(
             self,
             Error::Unreachable { .. }
+                | Error::Refused { .. }
                 | Error::WrongNodeId { .. }
                 | Error::ConnectionLost(_)
                 | Error::ShuttingDown
@@ -185,6 +196,13 @@ impl Error {
                 if close.error_code.into_inner() == u64::from(wire::CLOSE_REFUSED) =>
             {
                 Error::ConnectionLost("refused by the peer: its connection limit is reached".into())
+            }
+            quinn::ConnectionError::ApplicationClosed(close)
+                if close.error_code.into_inner() == u64::from(wire::CLOSE_DUPLICATE) =>
+            {
+                Error::ConnectionLost(
+                    "closed as a duplicate: another connection to the peer is kept".into(),
+                )
             }
             quinn::ConnectionError::LocallyClosed => Error::Closed,
             other => Error::ConnectionLost(other.to_string()),

@@ -51,12 +51,14 @@ mod error;
 mod id;
 
 mod config;
+mod gate;
 mod identity;
 mod key_file;
 mod tls;
 
 mod deadline;
 mod hold;
+mod state;
 mod stream;
 
 mod connection;
@@ -78,13 +80,13 @@ pub use call::{
     Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
     ServerStreaming, ServerStreamingKind, Unary, UnaryKind,
 };
-pub use connection::Connection;
+pub use connection::{Connection, Direction};
 pub use context::CallContext;
 pub use error::Error;
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
-pub use node::{Node, NodeBuilder, WeakNode};
+pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
 pub use wire::{Kind, ALPN};

@@ -19,6 +19,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::id::NodeId;
 use crate::wire::ALPN;
 
@@ -160,10 +161,18 @@ impl ServerCertVerifier for ExpectedPeer {
     }
 }
 
-/// Verifies a dialing client's certificate: any Ed25519 key is accepted; which node it is
-/// becomes the connection's remote id.
-#[derive(Debug)]
-pub(crate) struct AnyPeer;
+/// The TLS alert a listener sends a dialer its [`Gate`] refuses: `access_denied` (49), which
+/// QUIC carries as the transport error code `0x100 + 49`.
+pub(crate) const REFUSED_ALERT: u8 = 49;
+
+/// Verifies a dialing client's certificate: any Ed25519 key is accepted, unless a [`Gate`]
+/// refuses it (the TLS alert `access_denied`); which node it is becomes the connection's
+/// remote id.
+#[derive(Debug, Default)]
+pub(crate) struct AnyPeer {
+    /// The rule of the listener, and the address of the attempt.
+    gate: Option<(Gate, std::net::SocketAddr)>,
+}
 
 impl ClientCertVerifier for AnyPeer {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -177,8 +186,17 @@ impl ClientCertVerifier for AnyPeer {
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         check_single_certificate(intermediates)?;
-        node_id_from_certificate(end_entity)?;
-        Ok(ClientCertVerified::assertion())
+        let id = node_id_from_certificate(end_entity)?;
+        match &self.gate {
+            Some((gate, addr)) if !gate.allows(id, *addr) => {
+                tracing::debug!(remote = %id.fmt_short(), %addr, "connection refused: not accepted");
+                // Sent as the TLS alert `access_denied`.
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+            _ => Ok(ClientCertVerified::assertion()),
+        }
     }
 
     fn verify_tls12_signature(
@@ -213,16 +231,18 @@ pub(crate) fn remote_node_id(conn: &quinn::Connection) -> Option<NodeId> {
     node_id_from_certificate(certs.first()?).ok()
 }
 
-/// The TLS server side of a node: any Ed25519 client key is accepted (a client certificate is
-/// required), no session tickets are issued and no sessions are kept.
+/// The TLS server side of a node: any Ed25519 client key that `gate` (with the attempt's
+/// address) lets in is accepted (a client certificate is required), no session tickets are
+/// issued and no sessions are kept.
 fn server_tls(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
+    gate: Option<(Gate, std::net::SocketAddr)>,
 ) -> Result<rustls::ServerConfig, Error> {
     let mut crypto = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Config(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(AnyPeer))
+        .with_client_cert_verifier(Arc::new(AnyPeer { gate }))
         .with_single_cert(vec![cert.clone()], private.clone_key())
         .map_err(|e| Error::InvalidKey(e.to_string()))?;
     crypto.alpn_protocols = vec![ALPN.to_vec()];
@@ -231,12 +251,15 @@ fn server_tls(
     Ok(crypto)
 }
 
-/// The QUIC server side of a node's TLS (see [`server_tls`]).
+/// The QUIC server side of a node's TLS (see [`server_tls`]); with a `gate`, for the one
+/// attempt from its address.
 pub(crate) fn server_config(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
+    gate: Option<(Gate, std::net::SocketAddr)>,
 ) -> Result<QuicServerConfig, Error> {
-    QuicServerConfig::try_from(server_tls(cert, private)?).map_err(|e| Error::Config(e.to_string()))
+    QuicServerConfig::try_from(server_tls(cert, private, gate)?)
+        .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The QUIC client side of a node's TLS when dialing: `verifier` checks the expected key; no
@@ -275,7 +298,7 @@ mod tests {
             [SignatureScheme::ED25519]
         );
         assert_eq!(
-            AnyPeer.supported_verify_schemes(),
+            AnyPeer::default().supported_verify_schemes(),
             [SignatureScheme::ED25519]
         );
     }
@@ -284,7 +307,7 @@ mod tests {
     fn the_listener_issues_no_tickets_and_keeps_no_sessions() {
         let key = crate::identity::SecretKey::generate();
         let (cert, private) = key.certificate().unwrap();
-        let tls = server_tls(&cert, &private).unwrap();
+        let tls = server_tls(&cert, &private, None).unwrap();
         assert_eq!(tls.send_tls13_tickets, 0);
         assert!(!tls.session_storage.can_cache());
         assert!(!tls.ticketer.enabled());

@@ -1,5 +1,6 @@
 //! [`NodeBuilder`]: a node's key, services and limits, and binding it to a socket.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::error::Error;
+use crate::gate::Gate;
+use crate::id::NodeId;
 use crate::identity::SecretKey;
 use crate::service::Service;
 
@@ -18,6 +21,7 @@ pub struct NodeBuilder {
     config: Config,
     key: Option<SecretKey>,
     services: Vec<Arc<dyn Service>>,
+    gate: Option<Gate>,
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -26,6 +30,7 @@ impl fmt::Debug for NodeBuilder {
             .field("config", &self.config)
             .field("key", &self.key)
             .field("services", &self.services.len())
+            .field("accept_if", &self.gate.is_some())
             .finish()
     }
 }
@@ -41,6 +46,44 @@ impl NodeBuilder {
     pub fn serve(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
         self
+    }
+
+    /// Decides who may connect: a connection another node dials to this one is accepted only
+    /// if `allow` returns true for the dialer's verified node id and its address. Connections
+    /// this node dials are not checked. Replaces an earlier rule
+    /// ([`allow_only`](Self::allow_only) sets one too). Default: every node may connect.
+    ///
+    /// The rule runs during the TLS handshake, once the dialer has proved its key, on the
+    /// node's accept path: keep it quick and do not block in it. A refused dialer's handshake
+    /// fails with the TLS alert `access_denied` (`docs/PROTOCOL.md`, section 11) and its
+    /// [`Node::connect`] with [`Error::Refused`] at once. Refused attempts count against
+    /// [`max_handshakes`](Self::max_handshakes) only while their handshake lasts.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), dep2p_runtime::Error> {
+    /// use dep2p_runtime::Node;
+    ///
+    /// // Only nodes on this machine may connect.
+    /// let node = Node::builder()
+    ///     .accept_if(|_id, addr| addr.ip().is_loopback())
+    ///     .bind("0.0.0.0:0")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn accept_if(
+        mut self,
+        allow: impl Fn(NodeId, SocketAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.gate = Some(Gate::new(allow));
+        self
+    }
+
+    /// Lets only the nodes `ids` connect, from any address: an allow-list form of
+    /// [`accept_if`](Self::accept_if), which it replaces. An empty list lets no node connect.
+    /// Default: every node may connect.
+    pub fn allow_only(self, ids: impl IntoIterator<Item = NodeId>) -> Self {
+        let ids: HashSet<NodeId> = ids.into_iter().collect();
+        self.accept_if(move |id, _| ids.contains(&id))
     }
 
     /// Deadline of request-response calls and notifications that set none themselves, on
@@ -121,8 +164,9 @@ impl NodeBuilder {
     /// when its handshake completes, so handshakes in progress (bounded by
     /// [`max_handshakes`](Self::max_handshakes)) never hold places. An attempt that finds every
     /// place taken is refused at the QUIC level and its dialer gets [`Error::Unreachable`]; a
-    /// handshake that completes after the last place was taken is closed at once, and calls
-    /// on it fail with [`Error::ConnectionLost`]. Connections this node dials do not count.
+    /// handshake that completes after the last place was taken is closed at once: its dialer's
+    /// `connect` fails with [`Error::Unreachable`] if it is still waiting for the node's
+    /// confirmation, and calls on the connection fail with [`Error::ConnectionLost`] otherwise. Connections this node dials do not count.
     /// Default: 4,096.
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.config.max_connections = connections;
@@ -316,6 +360,7 @@ impl NodeBuilder {
             config,
             key,
             services,
+            gate,
         } = self;
         config.validate()?;
         let addr = addr
@@ -323,6 +368,6 @@ impl NodeBuilder {
             .next()
             .ok_or_else(|| Error::Config("no address to bind".into()))?;
         let key = key.unwrap_or_else(SecretKey::generate);
-        Node::start(config, key, services, addr)
+        Node::start(config, key, services, addr, gate)
     }
 }

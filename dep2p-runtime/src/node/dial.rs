@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use tokio::time::Instant;
 
 use crate::addr::NodeAddr;
@@ -65,6 +66,26 @@ impl Node {
         if self.inner.shared.is_shutting_down() {
             return Err(Error::Closed);
         }
+        let id = addr.id();
+        if let Some(conn) = self.inner.registry.live(id) {
+            return Ok(conn);
+        }
+        // One dial per peer: a `connect` or `dial` to the same node meanwhile shares this one.
+        let dial = self.inner.registry.dial(id, || {
+            let node = self.clone();
+            let addr = addr.clone();
+            async move {
+                let outcome = node.eyeballs(&addr).await;
+                node.inner.registry.dial_ended(id);
+                outcome
+            }
+            .boxed()
+        });
+        dial.await
+    }
+
+    /// Tries the addresses of `addr` as [`dial`](Self::dial) describes.
+    async fn eyeballs(&self, addr: &NodeAddr) -> Result<Connection, Error> {
         let timeout = self.inner.shared.config().connect_timeout;
         let deadline = Deadline::after(timeout).instant();
         let id = addr.id();
@@ -91,7 +112,7 @@ impl Node {
             if Instant::now() >= next_at {
                 if let Some(candidate) = candidates.next() {
                     report.started(candidate);
-                    attempts.push(async move { (candidate, self.connect(candidate, id).await) });
+                    attempts.push(async move { (candidate, self.dial_once(candidate, id).await) });
                     next_at = Instant::now() + ATTEMPT_DELAY;
                 }
             }

@@ -1,21 +1,63 @@
 //! The node's endpoint: the loop that accepts connections, within the node's limits, and
 //! hands each established one to the serving engine.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::connection::Link;
 use crate::deadline::Deadline;
 use crate::dispatch;
+use crate::error::Error;
+use crate::gate::Gate;
 use crate::service::Services;
 use crate::shared::Shared;
 use crate::{tls, wire};
 
 use super::admission::{Admission, Decision, Handshake};
+use super::registry::{Registered, Registry};
 
 /// Server settings for peers elsewhere and for peers on this machine.
 pub(crate) struct ServerConfigs {
     pub(crate) wan: Arc<quinn::ServerConfig>,
     pub(crate) loopback: Arc<quinn::ServerConfig>,
+    /// With a rule deciding who may connect, what settings for each attempt are made of.
+    pub(crate) gate: Option<Gated>,
+}
+
+/// What the server settings of one attempt are made of when a [`Gate`] decides who may
+/// connect: its TLS verifier knows the attempt's address.
+pub(crate) struct Gated {
+    pub(crate) gate: Gate,
+    pub(crate) certificate: rustls::pki_types::CertificateDer<'static>,
+    pub(crate) private: rustls::pki_types::PrivateKeyDer<'static>,
+    pub(crate) wan: Arc<quinn::TransportConfig>,
+    pub(crate) loopback: Arc<quinn::TransportConfig>,
+}
+
+impl ServerConfigs {
+    /// The settings for an attempt from `remote`.
+    fn for_attempt(&self, remote: SocketAddr) -> Result<Arc<quinn::ServerConfig>, Error> {
+        let loopback = remote.ip().is_loopback();
+        let Some(gated) = &self.gate else {
+            return Ok(Arc::clone(if loopback {
+                &self.loopback
+            } else {
+                &self.wan
+            }));
+        };
+        let crypto = tls::server_config(
+            &gated.certificate,
+            &gated.private,
+            Some((gated.gate.clone(), remote)),
+        )?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::clone(if loopback {
+            &gated.loopback
+        } else {
+            &gated.wan
+        }));
+        Ok(Arc::new(server))
+    }
 }
 
 /// Accepts connections until the endpoint closes. While the node shuts down, every attempt
@@ -26,6 +68,7 @@ pub(crate) async fn accept(
     shared: Arc<Shared>,
     services: Arc<Services>,
     admission: Arc<Admission>,
+    registry: Arc<Registry>,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
@@ -50,10 +93,13 @@ pub(crate) async fn accept(
                 continue;
             }
         };
-        let server = if remote.ip().is_loopback() {
-            Arc::clone(&servers.loopback)
-        } else {
-            Arc::clone(&servers.wan)
+        let server = match servers.for_attempt(remote) {
+            Ok(server) => server,
+            Err(err) => {
+                tracing::warn!(%remote, %err, "connection refused: no server settings");
+                incoming.refuse();
+                continue;
+            }
         };
         let connecting = match incoming.accept_with(server) {
             Ok(connecting) => connecting,
@@ -67,6 +113,7 @@ pub(crate) async fn accept(
             handshake,
             Arc::clone(&shared),
             Arc::clone(&services),
+            Arc::clone(&registry),
         ));
     }
 }
@@ -78,6 +125,7 @@ async fn establish(
     handshake: Handshake,
     shared: Arc<Shared>,
     services: Arc<Services>,
+    registry: Arc<Registry>,
 ) {
     let timeout = shared.config().connect_timeout;
     let quic = match Deadline::after(timeout).within(connecting).await {
@@ -101,5 +149,9 @@ async fn establish(
         return;
     };
     let link = Link::accepted(quic, remote, shared);
-    dispatch::spawn(link, services, places);
+    match registry.register(&link) {
+        Registered::Entry(entry) => dispatch::spawn(link, services, (places, entry)),
+        // Only a connection this node dialed is ever a duplicate it drops itself.
+        Registered::Duplicate(_) => dispatch::spawn(link, services, places),
+    }
 }

@@ -4,8 +4,11 @@
 mod address;
 mod admission;
 mod builder;
+mod confirm;
 mod dial;
 mod endpoint;
+mod events;
+mod registry;
 mod reset;
 mod shutdown;
 mod transport;
@@ -17,6 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 pub use builder::NodeBuilder;
+pub use events::{ConnectionEvent, Events};
 pub use weak::WeakNode;
 
 use crate::config::Config;
@@ -24,6 +28,7 @@ use crate::connection::Connection;
 use crate::deadline::Deadline;
 use crate::dispatch;
 use crate::error::Error;
+use crate::gate::Gate;
 use crate::id::NodeId;
 use crate::identity::SecretKey;
 use crate::service::{Service, Services};
@@ -32,6 +37,8 @@ use crate::tls::{self, ExpectedPeer};
 use crate::wire;
 use admission::Admission;
 use endpoint::ServerConfigs;
+use futures::FutureExt;
+use registry::{Registered, Registry};
 use transport::{Transports, MAX_UDP_PAYLOAD};
 
 /// A dep2p node: an identity bound to a UDP socket, serving its services to any peer that
@@ -68,6 +75,8 @@ struct NodeInner {
     transports: Transports,
     shared: Arc<Shared>,
     services: Arc<Services>,
+    /// The live connection to each peer, dials in progress and connection events.
+    registry: Arc<Registry>,
 }
 
 impl Drop for NodeInner {
@@ -100,10 +109,11 @@ impl Node {
         key: SecretKey,
         services: Vec<Arc<dyn Service>>,
         addr: SocketAddr,
+        gate: Option<Gate>,
     ) -> Result<Node, Error> {
         let transports = Transports::new(&config)?;
         let (cert, private) = key.certificate()?;
-        let crypto = Arc::new(tls::server_config(&cert, &private)?);
+        let crypto = Arc::new(tls::server_config(&cert, &private, None)?);
         let server_config = |transport: &Arc<quinn::TransportConfig>| {
             let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
             server.transport_config(Arc::clone(transport));
@@ -112,6 +122,13 @@ impl Node {
         let servers = ServerConfigs {
             wan: server_config(&transports.wan),
             loopback: server_config(&transports.loopback),
+            gate: gate.map(|gate| endpoint::Gated {
+                gate,
+                certificate: cert.clone(),
+                private: private.clone_key(),
+                wan: Arc::clone(&transports.wan),
+                loopback: Arc::clone(&transports.loopback),
+            }),
         };
 
         let mut endpoint_config = reset::endpoint_config(&key);
@@ -127,10 +144,11 @@ impl Node {
         )?;
         let local_addr = endpoint.local_addr()?;
         let admission = Admission::new(&config);
-        let registry = Arc::new(Services::default());
+        let services_registry = Arc::new(Services::default());
         for service in services {
-            registry.add(service);
+            services_registry.add(service);
         }
+        let connections = Registry::new(key.public());
         // Calls reach their node through a weak pointer, which a handler may upgrade.
         let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
             let node: Weak<dyn Any + Send + Sync> = node.clone();
@@ -139,8 +157,9 @@ impl Node {
                 endpoint.clone(),
                 servers,
                 Arc::clone(&shared),
-                Arc::clone(&registry),
+                Arc::clone(&services_registry),
                 admission,
+                Arc::clone(&connections),
             ));
             NodeInner {
                 endpoint,
@@ -150,7 +169,8 @@ impl Node {
                 private,
                 transports,
                 shared,
-                services: registry,
+                services: services_registry,
+                registry: connections,
             }
         });
         Ok(Node { inner })
@@ -177,52 +197,144 @@ impl Node {
         self.inner.services.add(Arc::new(service));
     }
 
-    /// Connects to the node `id` at `addr`.
+    /// Connects to the node `id` at `addr`, or returns the live connection to it.
+    ///
+    /// A node keeps one connection per peer. If it has a live connection to `id`, dialed or
+    /// accepted, this returns a handle to it and `addr` is not used. If a dial to `id` is in
+    /// progress, this waits for it and shares its outcome (whatever address it was given).
+    /// Otherwise it dials `addr`. If the peer dials this node at the same time, both nodes
+    /// keep the connection dialed by the node with the smaller [`NodeId`] (see
+    /// [`Connection`]).
+    ///
+    /// A dial completes once the peer has confirmed the handshake, about one round trip after
+    /// the TLS handshake, so that a refusal is reported here and not by the first call.
     ///
     /// Fails with [`Error::WrongNodeId`] if the peer proves another identity, with
-    /// [`Error::Unreachable`] if no connection can be made within the connect timeout or the
-    /// peer refuses it (at its connection limits, or shutting down), and with
-    /// [`Error::Closed`] once this node is shutting down or closed.
+    /// [`Error::Refused`] at once if the peer's [`accept_if`](NodeBuilder::accept_if) rule
+    /// does not let this node in, with [`Error::Unreachable`] if no connection can be made
+    /// within the connect timeout or the peer refuses it for its limits (or because it is
+    /// shutting down), and with [`Error::Closed`] once this node is shutting down or closed.
     ///
-    /// The connection closes when its last handle is dropped and no call is in flight on it
-    /// (see [`Connection`]).
+    /// A connection this node dialed closes when its last handle is dropped and no call is in
+    /// flight on it (see [`Connection`]).
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future before it completes abandons the handshake, and no
-    /// connection is left open.
+    /// Cancel safe: dropping the future before it completes abandons the handshake unless
+    /// another `connect` to the same peer awaits it too, and no connection is left open.
     pub async fn connect(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
         let inner = &self.inner;
         if inner.shared.is_shutting_down() {
             return Err(Error::Closed);
         }
+        if let Some(conn) = inner.registry.live(id) {
+            return Ok(conn);
+        }
+        let dial = inner.registry.dial(id, || {
+            let node = self.clone();
+            async move {
+                let outcome = node.dial_once(addr, id).await;
+                node.inner.registry.dial_ended(id);
+                outcome
+            }
+            .boxed()
+        });
+        dial.await
+    }
+
+    /// Dials the node `id` at `addr` and serves the new connection, unless it turns out to
+    /// duplicate one that is kept.
+    async fn dial_once(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
+        let inner = &self.inner;
         let verifier = Arc::new(ExpectedPeer::new(id));
         let crypto = tls::client_config(&inner.certificate, &inner.private, verifier.clone())?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(inner.transports.for_peer(addr));
 
         let unreachable = |reason: String| Error::Unreachable { addr, reason };
+        let failed = |err: quinn::ConnectionError| {
+            let presented = verifier.presented.lock().ok().and_then(|p| *p);
+            match (presented, &err) {
+                (Some(presented), _) if presented != id => Error::WrongNodeId {
+                    expected: id,
+                    presented,
+                },
+                (_, quinn::ConnectionError::ConnectionClosed(close))
+                    if close.error_code
+                        == quinn::TransportErrorCode::crypto(tls::REFUSED_ALERT) =>
+                {
+                    Error::Refused {
+                        addr,
+                        reason: "the peer does not accept connections from this node".into(),
+                    }
+                }
+                _ => unreachable(err.to_string()),
+            }
+        };
         let connecting = inner
             .endpoint
             .connect_with(config, addr, "dep2p")
             .map_err(|e| unreachable(e.to_string()))?;
         let timeout = inner.shared.config().connect_timeout;
-        let quic = match Deadline::after(timeout).within(connecting).await {
+        let deadline = Deadline::after(timeout);
+        let late = || unreachable(format!("no handshake within {timeout:?}"));
+        let quic = match deadline.within(connecting).await {
             Ok(Ok(quic)) => quic,
-            Ok(Err(err)) => {
-                let presented = verifier.presented.lock().ok().and_then(|p| *p);
-                return Err(match presented {
-                    Some(presented) if presented != id => Error::WrongNodeId {
-                        expected: id,
-                        presented,
-                    },
-                    _ => unreachable(err.to_string()),
-                });
-            }
-            Err(_) => return Err(unreachable(format!("no handshake within {timeout:?}"))),
+            Ok(Err(err)) => return Err(failed(err)),
+            Err(_) => return Err(late()),
         };
+        match deadline.within(confirm::confirmed(&quic)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(failed(err)),
+            Err(_) => {
+                quic.close(wire::CLOSE_NORMAL.into(), b"handshake not confirmed");
+                return Err(late());
+            }
+        }
         let conn = Connection::dialed(quic, id, Arc::clone(&inner.shared));
-        dispatch::spawn(conn.link(), Arc::clone(&inner.services), ());
-        Ok(conn)
+        match inner.registry.register(&conn.link()) {
+            Registered::Entry(entry) => {
+                dispatch::spawn(conn.link(), Arc::clone(&inner.services), entry);
+                Ok(conn)
+            }
+            Registered::Duplicate(kept) => {
+                conn.quic()
+                    .close(wire::CLOSE_DUPLICATE.into(), b"duplicate connection");
+                Ok(kept)
+            }
+        }
+    }
+
+    /// Handles on the live connection to each peer (one per peer), dialed and accepted.
+    ///
+    /// A handle keeps a dialed connection open while it lives (see [`Connection`]).
+    pub fn connections(&self) -> Vec<Connection> {
+        self.inner.registry.snapshot().0
+    }
+
+    /// The connection events from now on: connections established and closed.
+    ///
+    /// ```no_run
+    /// # async fn run(node: dep2p_runtime::Node) {
+    /// use dep2p_runtime::ConnectionEvent;
+    ///
+    /// let mut events = node.events();
+    /// while let Some(event) = events.recv().await {
+    ///     if let ConnectionEvent::Connected { id, direction, addr } = event {
+    ///         println!("{id} at {addr} ({direction:?})");
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn events(&self) -> Events {
+        self.inner.registry.subscribe()
+    }
+
+    /// [`connections`](Self::connections) and [`events`](Self::events) taken together: every
+    /// connection established after the list was taken is reported by the events, and none
+    /// listed is reported again as connected, so a caller tracking the node's peers misses
+    /// nothing.
+    pub fn connections_and_events(&self) -> (Vec<Connection>, Events) {
+        self.inner.registry.snapshot()
     }
 }

@@ -28,6 +28,8 @@ pub(crate) const CLOSE_NORMAL: u32 = 0x00;
 pub(crate) const CLOSE_SHUTDOWN: u32 = 0x01;
 /// The handshake completed when the listener had no room for another connection.
 pub(crate) const CLOSE_REFUSED: u32 = 0x02;
+/// Closed by its dialer as a duplicate: another connection between the same two nodes is kept.
+pub(crate) const CLOSE_DUPLICATE: u32 = 0x03;
 
 /// The kind of a call, sent in its header so both sides agree on the stream's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

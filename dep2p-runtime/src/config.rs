@@ -146,7 +146,7 @@ impl Config {
         }
         let min = self.min_connection_window();
         if u64::from(self.connection_window) < min {
-            return Err(crate::Error::Config(format!(
+            return Err(Error::Config(format!(
                 "connection_window ({} bytes) must be at least {min} bytes with \
                  max_concurrent_streams {} and stream_window {}: otherwise streams nobody reads \
                  can take the whole connection window and stall every other call",

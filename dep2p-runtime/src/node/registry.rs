@@ -92,7 +92,7 @@ impl Registry {
     /// the node with the smaller id; between two dialed by the same node, the older.
     fn preferred(&self, link: &Link, other: &Link) -> bool {
         let dialer = |l: &Link| {
-            if l.direction() == crate::Direction::Dialed {
+            if l.direction() == crate::connection::Direction::Dialed {
                 self.local
             } else {
                 l.remote()
@@ -114,7 +114,7 @@ impl Registry {
                 if self.preferred(link, &old) {
                     old.retire();
                     true
-                } else if link.direction() == crate::Direction::Dialed {
+                } else if link.direction() == crate::connection::Direction::Dialed {
                     match old.try_connection() {
                         Some(conn) => return Registered::Duplicate(conn),
                         None => true,
@@ -167,7 +167,7 @@ pub(crate) struct Entry {
     registry: Arc<Registry>,
     link: Weak<Link>,
     id: NodeId,
-    direction: crate::Direction,
+    direction: crate::connection::Direction,
     quic: quinn::Connection,
 }
 

@@ -10,8 +10,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::connection::Connection;
+use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
@@ -69,6 +71,16 @@ impl<K, A> Call<K, A> {
     ///
     /// Default: the node's request timeout for request-response calls and notifications;
     /// none for the streaming kinds.
+    ///
+    /// # Inside a handler
+    ///
+    /// A call made while serving a call (where [`CallContext::current`] is set) never
+    /// outlives the call being served: its deadline is the earlier of its own (this timeout,
+    /// or the default above) and the handler's deadline
+    /// ([`CallContext::deadline`]). A shorter timeout still wins; a longer one is cut to the
+    /// time the handler has left, since the handler's caller has stopped waiting by then and
+    /// the handler is stopped anyway. A task the handler spawns has no context, so calls made
+    /// there keep their own deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -105,10 +117,19 @@ impl<K, A: Serialize> Call<K, A> {
         )?)
     }
 
-    /// The call's time bounds: its own timeout or `default`, from now.
+    /// The call's time bounds: its own timeout or `default`, from now, but never past the
+    /// deadline of the call the current task is serving.
     fn deadline(&self, default: Option<Duration>) -> Deadline {
         let idle = self.conn.config().idle_stream_timeout;
-        Deadline::new(self.timeout.or(default), idle)
+        let own = self
+            .timeout
+            .or(default)
+            .and_then(|t| Instant::now().checked_add(t));
+        let at = match (own, CallContext::current_deadline()) {
+            (Some(own), Some(served)) => Some(own.min(served)),
+            (own, served) => own.or(served),
+        };
+        Deadline::until(at, idle)
     }
 
     /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
@@ -123,17 +144,18 @@ impl<K, A: Serialize> Call<K, A> {
         let max_message = self.conn.config().max_message_size;
         // Encoding first fails an oversized call before it takes a stream.
         let mut frame = self.frame(kind, deadline.remaining())?;
-        let conn = self.conn.quic();
-        let open = async {
-            if kind == Kind::Notify {
-                Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
-            } else {
-                let (send, recv) = conn.open_bi().await?;
-                Ok((send, Some(recv)))
-            }
-        };
-        let mut open = std::pin::pin!(open);
-        let (mut send, recv) =
+        // The stream is opened in a scope of its own: what it borrows of the call ends there.
+        let (mut send, recv) = {
+            let conn = self.conn.quic();
+            let open = async {
+                if kind == Kind::Notify {
+                    Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
+                } else {
+                    let (send, recv) = conn.open_bi().await?;
+                    Ok((send, Some(recv)))
+                }
+            };
+            let mut open = std::pin::pin!(open);
             match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
                 Poll::Ready(opened) => opened?,
                 Poll::Pending => {
@@ -151,7 +173,8 @@ impl<K, A: Serialize> Call<K, A> {
                     }
                     opened
                 }
-            };
+            }
+        };
         let mut reader = recv.map(|recv| self.conn.reader(recv));
         if let Err(err) = send.write_chunk(frame).await {
             let err = Error::from_write(err);
@@ -171,6 +194,7 @@ impl<K, A: Serialize> Call<K, A> {
             reader,
             deadline,
             max_message,
+            _conn: self.conn,
         })
     }
 }
@@ -199,6 +223,9 @@ struct Started {
     reader: Option<FrameReader>,
     deadline: Deadline,
     max_message: usize,
+    /// The call's handle on its connection, which keeps a dialed connection open while the
+    /// call is in flight, even when the caller keeps no other handle.
+    _conn: Connection,
 }
 
 impl Started {
@@ -283,8 +310,14 @@ where
             // takes within the deadline.
             deadline
                 .answer(async move {
-                    let (_send, mut reader) = self.start(Kind::Unary, deadline).await?.halves()?;
-                    let result = stream::read_result(&mut reader).await;
+                    // `started` lives until the answer is read: its connection handle keeps a
+                    // dialed connection open for the call.
+                    let mut started = self.start(Kind::Unary, deadline).await?;
+                    let reader = started
+                        .reader
+                        .as_mut()
+                        .ok_or_else(|| Error::Protocol("no response stream".into()))?;
+                    let result = stream::read_result(reader).await;
                     reader.try_finish();
                     result
                 })

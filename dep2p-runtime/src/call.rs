@@ -18,6 +18,7 @@ use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
 use crate::stream::{self, Receiver, Response, Sender};
+use crate::target::Target;
 use crate::wire::{self, CallHeader, FrameReader, Kind, TAG_STATUS};
 
 /// The future an awaited call becomes.
@@ -31,7 +32,7 @@ pub type CallResult<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 
 /// stopped.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<K, A> {
-    conn: Connection,
+    target: Target,
     service: &'static str,
     method: &'static str,
     args: A,
@@ -52,11 +53,15 @@ impl<K, A> fmt::Debug for Call<K, A> {
 }
 
 impl<K, A> Call<K, A> {
-    /// A call of `service.method` on `conn` with `args` (the method's non-stream arguments as
-    /// a tuple). Generated clients call this; users call the generated methods.
-    pub fn new(conn: &Connection, service: &'static str, method: &'static str, args: A) -> Self {
+    /// A call of `service.method` on `target` (a [`Connection`], a [`Target`] or a
+    /// [`Peer`](crate::Peer)) with `args` (the method's non-stream arguments as a tuple).
+    /// Generated clients call this; users call the generated methods.
+    pub fn new<T>(target: &T, service: &'static str, method: &'static str, args: A) -> Self
+    where
+        T: Clone + Into<Target>,
+    {
         Call {
-            conn: conn.clone(),
+            target: target.clone().into(),
             service,
             method,
             args,
@@ -98,7 +103,61 @@ impl<K, A> Call<K, A> {
     }
 }
 
+/// A call resolved to the connection it goes over.
+struct Outgoing<A> {
+    conn: Connection,
+    service: &'static str,
+    method: &'static str,
+    args: A,
+    metadata: Vec<(String, String)>,
+}
+
 impl<K, A: Serialize> Call<K, A> {
+    /// The call's time bounds: its own timeout or `default`, from now, but never past the
+    /// deadline of the call the current task is serving.
+    fn deadline(&self, default: Option<Duration>) -> Deadline {
+        let idle = self.target.config().idle_stream_timeout;
+        let own = self
+            .timeout
+            .or(default)
+            .and_then(|t| Instant::now().checked_add(t));
+        let at = match (own, CallContext::current_deadline()) {
+            (Some(own), Some(served)) => Some(own.min(served)),
+            (own, served) => own.or(served),
+        };
+        Deadline::until(at, idle)
+    }
+
+    /// The call with the connection it goes over: at once for a connection, within
+    /// `deadline` for a peer.
+    async fn resolve(self, deadline: &Deadline) -> Result<Outgoing<A>, Error> {
+        let Call {
+            target,
+            service,
+            method,
+            args,
+            metadata,
+            ..
+        } = self;
+        Ok(Outgoing {
+            conn: target.connection(deadline).await?,
+            service,
+            method,
+            args,
+            metadata,
+        })
+    }
+
+    /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
+    /// without one, the idle bound).
+    async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
+        let deadline = self.deadline(default_timeout);
+        let open = async { self.resolve(&deadline).await?.start(kind, deadline).await };
+        deadline.answer(open).await
+    }
+}
+
+impl<A: Serialize> Outgoing<A> {
     /// Encodes the CALL frame, with `remaining` as the time the handler has.
     fn frame(&self, kind: Kind, remaining: Option<Duration>) -> Result<Bytes, Error> {
         let header = CallHeader {
@@ -115,28 +174,6 @@ impl<K, A: Serialize> Call<K, A> {
             config.max_message_size,
             &config.header,
         )?)
-    }
-
-    /// The call's time bounds: its own timeout or `default`, from now, but never past the
-    /// deadline of the call the current task is serving.
-    fn deadline(&self, default: Option<Duration>) -> Deadline {
-        let idle = self.conn.config().idle_stream_timeout;
-        let own = self
-            .timeout
-            .or(default)
-            .and_then(|t| Instant::now().checked_add(t));
-        let at = match (own, CallContext::current_deadline()) {
-            (Some(own), Some(served)) => Some(own.min(served)),
-            (own, served) => own.or(served),
-        };
-        Deadline::until(at, idle)
-    }
-
-    /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
-    /// without one, the idle bound).
-    async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
-        let deadline = self.deadline(default_timeout);
-        deadline.answer(self.start(kind, deadline)).await
     }
 
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
@@ -194,7 +231,7 @@ impl<K, A: Serialize> Call<K, A> {
             reader,
             deadline,
             max_message,
-            _conn: self.conn,
+            conn: self.conn,
         })
     }
 }
@@ -225,7 +262,7 @@ struct Started {
     max_message: usize,
     /// The call's handle on its connection, which keeps a dialed connection open while the
     /// call is in flight, even when the caller keeps no other handle.
-    _conn: Connection,
+    conn: Connection,
 }
 
 impl Started {
@@ -305,14 +342,15 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let deadline = self.deadline(Some(self.conn.config().request_timeout));
+            let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
             deadline
                 .answer(async move {
                     // `started` lives until the answer is read: its connection handle keeps a
                     // dialed connection open for the call.
-                    let mut started = self.start(Kind::Unary, deadline).await?;
+                    let outgoing = self.resolve(&deadline).await?;
+                    let mut started = outgoing.start(Kind::Unary, deadline).await?;
                     let reader = started
                         .reader
                         .as_mut()
@@ -335,12 +373,12 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let config = self.conn.config();
+            let config = self.target.config();
             let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+            let started = self.open(Kind::Notify, Some(default)).await?;
             // A connection this node dialed closes once nothing uses it: the notification keeps
             // it open until the peer has it.
-            let hold = self.conn.is_dialed().then(|| self.conn.hold());
-            let started = self.open(Kind::Notify, Some(default)).await?;
+            let hold = started.conn.is_dialed().then(|| started.conn.hold());
             if let Some(hold) = hold {
                 deliver(started.send, hold, idle);
             }
@@ -370,8 +408,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::ServerStream, None).await?;
+            let hold = started.conn.hold();
             let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
             Ok(Receiver::with_response(reader, deadline, hold))
@@ -390,8 +428,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::ClientStream, None).await?;
+            let hold = started.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let response = Response::from_reader(reader, deadline, hold);
             Ok((sender, response))
@@ -411,8 +449,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::Bidi, None).await?;
+            let hold = started.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let (receiver, response) = Receiver::with_response(reader, deadline, hold);
             Ok((sender, receiver, response))

@@ -43,7 +43,7 @@
 
 // Layers, each importing only those above it in this list (`docs` of the crate's layout):
 // wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
-// serving; the node.
+// serving; the node; reconnecting peers.
 mod wire;
 
 mod error;
@@ -66,8 +66,11 @@ mod context;
 mod dispatch;
 mod incoming;
 mod service;
+mod target;
 
 mod node;
+
+mod peer;
 
 #[cfg(test)]
 mod proptests;
@@ -83,8 +86,10 @@ pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
 pub use node::{Node, NodeBuilder, WeakNode};
+pub use peer::{Peer, PeerState};
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
+pub use target::Target;
 pub use wire::{Kind, ALPN};
 
 /// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
@@ -103,7 +108,7 @@ pub mod __private {
     pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
     pub use crate::incoming::{CallFuture, IncomingCall};
     pub use crate::service::Service;
-    pub use crate::{Connection, Error, Receiver, Sender};
+    pub use crate::{Connection, Error, Receiver, Sender, Target};
 
     /// Checks, at compile time, that `T` can travel as a message.
     pub fn assert_message<T>()

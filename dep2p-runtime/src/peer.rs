@@ -70,8 +70,9 @@ pub enum PeerState {
 ///   [`PeerState`].
 ///
 /// Cheap to clone: clones share the connection and its state. It does not keep its node
-/// alive: once the application drops every [`Node`] handle, the peer turns
-/// [`PeerState::Closed`] and its calls fail with [`Error::Closed`]. When the last clone is
+/// alive (only a dial in progress holds it, for at most the node's connect timeout): once the
+/// application drops every [`Node`] handle, the peer turns [`PeerState::Closed`] and its
+/// calls fail with [`Error::Closed`]. When the last clone (or client made from one) is
 /// dropped, its background task ends and its connection is released (closed, unless
 /// something else still uses it).
 ///

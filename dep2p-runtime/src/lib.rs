@@ -43,7 +43,7 @@
 
 // Layers, each importing only those above it in this list (`docs` of the crate's layout):
 // wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
-// serving; the node; reconnecting peers.
+// serving; the node; reconnecting peers and retries.
 mod wire;
 
 mod error;
@@ -71,6 +71,7 @@ mod target;
 mod node;
 
 mod peer;
+mod retry;
 
 #[cfg(test)]
 mod proptests;
@@ -87,6 +88,7 @@ pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
 pub use node::{Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
+pub use retry::RetryPolicy;
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
 pub use target::Target;

@@ -17,6 +17,7 @@ use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::id::NodeId;
 use crate::node::{Node, WeakNode};
+use crate::retry::{backoff, Retries, RetryPolicy};
 use crate::shared::Shared;
 use crate::target::{Provide, Target};
 
@@ -66,6 +67,10 @@ pub enum PeerState {
 ///   node's connect timeout) and fails with [`Error::Unreachable`] if none comes. A call
 ///   already in flight when the connection is lost fails with
 ///   [`Error::ConnectionLost`]; it is not retried, since it may have reached its handler.
+/// * **Retrying only what is safe**: a request-response call that provably never reached a
+///   handler (no stream could be opened, or the peer refused it as overloaded or shutting
+///   down) is tried again within its deadline, as [`RetryPolicy`] allows; see
+///   [`set_retry_policy`](Self::set_retry_policy).
 /// * **Observable**: [`state`](Self::state) and [`watch`](Self::watch) report
 ///   [`PeerState`].
 ///
@@ -110,6 +115,8 @@ struct Inner {
     started: AtomicBool,
     /// Dropped with the last handle: tells the background task to end.
     _alive: oneshot::Sender<()>,
+    /// When calls are retried, and the budget of retries.
+    retries: Retries,
     /// Taken by the background task when it starts.
     gone: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -139,8 +146,16 @@ impl Peer {
                 started: AtomicBool::new(false),
                 _alive: alive,
                 gone: Mutex::new(Some(gone)),
+                retries: Retries::new(RetryPolicy::default()),
             }),
         }
+    }
+
+    /// Sets when request-response calls through this peer (and its clones) are retried; see
+    /// [`RetryPolicy`]. Default: [`RetryPolicy::default`], which only ever retries calls that
+    /// provably never reached a handler. [`RetryPolicy::never`] turns retries off.
+    pub fn set_retry_policy(&self, policy: RetryPolicy) {
+        self.inner.retries.set(policy);
     }
 
     /// The peer's node id.
@@ -207,6 +222,14 @@ impl Provide for Inner {
             None => Instant::now().checked_add(self.shared.config().connect_timeout),
         };
         Box::pin(self.wait(until))
+    }
+
+    fn retry_after(&self, attempts: u32) -> Option<Duration> {
+        self.retries.after_refusal(attempts)
+    }
+
+    fn succeeded(&self) {
+        self.retries.answered();
     }
 
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -356,7 +379,12 @@ async fn drive(peer: Weak<Inner>, mut gone: oneshot::Receiver<()>) {
         };
         let Some(inner) = peer.upgrade() else { return };
         failures = failures.saturating_add(1);
-        let delay = backoff(failures, random.hash_one(failures));
+        let delay = backoff(
+            INITIAL_BACKOFF,
+            MAX_BACKOFF,
+            failures,
+            random.hash_one(failures),
+        );
         tracing::debug!(peer = %id, failures, ?delay, %error, "dial failed; backing off");
         inner.set_state(PeerState::BackingOff {
             failures,
@@ -368,33 +396,5 @@ async fn drive(peer: Weak<Inner>, mut gone: oneshot::Receiver<()>) {
             () = tokio::time::sleep(delay) => {}
             _ = &mut gone => return,
         }
-    }
-}
-
-/// The wait after `failures` failed dials in a row: 100 ms doubling up to 10 s, with equal
-/// jitter — half the step, plus a random part (from `random`) of the other half.
-fn backoff(failures: u32, random: u64) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    let step = INITIAL_BACKOFF
-        .saturating_mul(1 << doublings)
-        .min(MAX_BACKOFF);
-    let half = step / 2;
-    // The top 53 bits of `random`, as a fraction in [0, 1).
-    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
-    half + half.mul_f64(fraction)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_backoff_doubles_up_to_its_cap_with_equal_jitter() {
-        assert_eq!(backoff(1, 0), Duration::from_millis(50));
-        assert_eq!(backoff(2, 0), Duration::from_millis(100));
-        assert!(backoff(1, u64::MAX) <= Duration::from_millis(100));
-        assert!(backoff(2, u64::MAX) > Duration::from_millis(199));
-        assert_eq!(backoff(30, 0), Duration::from_secs(5));
-        assert!(backoff(u32::MAX, u64::MAX) <= MAX_BACKOFF);
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::connection::Connection;
@@ -46,6 +47,14 @@ pub(crate) trait Provide: Send + Sync + 'static {
         deadline: &'a Deadline,
     ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'a>>;
 
+    /// After `attempts` attempts of a request-response call, the last of which provably never
+    /// reached a handler (see [`RetryPolicy`](crate::RetryPolicy)): how long to wait before
+    /// the next one, or `None` to give up. Counts the failure against any retry budget.
+    fn retry_after(&self, attempts: u32) -> Option<Duration>;
+
+    /// Records a request-response call that was answered, which refills any retry budget.
+    fn succeeded(&self);
+
     /// Describes the provider for `Debug`.
     fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
 }
@@ -80,6 +89,25 @@ impl Target {
         match self.route {
             Route::Connection(conn) => Ok(conn),
             Route::Provider(provider) => provider.connection(deadline).await,
+        }
+    }
+}
+
+/// Where a request-response call retries: the provider of its connections, when it has one.
+pub(crate) type Retries = Option<Arc<dyn Provide>>;
+
+impl Target {
+    /// The connection to make a call on, and, for a provider, the provider to retry with.
+    pub(crate) async fn connection_and_retries(
+        self,
+        deadline: &Deadline,
+    ) -> Result<(Connection, Retries), Error> {
+        match self.route {
+            Route::Connection(conn) => Ok((conn, None)),
+            Route::Provider(provider) => {
+                let conn = provider.connection(deadline).await?;
+                Ok((conn, Some(provider)))
+            }
         }
     }
 }

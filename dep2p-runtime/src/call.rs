@@ -10,12 +10,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::connection::Connection;
+use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
 use crate::stream::{self, Receiver, Response, Sender};
+use crate::target::{Retries, Target};
 use crate::wire::{self, CallHeader, FrameReader, Kind, TAG_STATUS};
 
 /// The future an awaited call becomes.
@@ -29,7 +32,7 @@ pub type CallResult<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 
 /// stopped.
 #[must_use = "a call does nothing until it is awaited"]
 pub struct Call<K, A> {
-    conn: Connection,
+    target: Target,
     service: &'static str,
     method: &'static str,
     args: A,
@@ -50,11 +53,15 @@ impl<K, A> fmt::Debug for Call<K, A> {
 }
 
 impl<K, A> Call<K, A> {
-    /// A call of `service.method` on `conn` with `args` (the method's non-stream arguments as
-    /// a tuple). Generated clients call this; users call the generated methods.
-    pub fn new(conn: &Connection, service: &'static str, method: &'static str, args: A) -> Self {
+    /// A call of `service.method` on `target` (a [`Connection`], a [`Target`] or a
+    /// [`Peer`](crate::Peer)) with `args` (the method's non-stream arguments as a tuple).
+    /// Generated clients call this; users call the generated methods.
+    pub fn new<T>(target: &T, service: &'static str, method: &'static str, args: A) -> Self
+    where
+        T: Clone + Into<Target>,
+    {
         Call {
-            conn: conn.clone(),
+            target: target.clone().into(),
             service,
             method,
             args,
@@ -69,6 +76,16 @@ impl<K, A> Call<K, A> {
     ///
     /// Default: the node's request timeout for request-response calls and notifications;
     /// none for the streaming kinds.
+    ///
+    /// # Inside a handler
+    ///
+    /// A call made while serving a call (where [`CallContext::current`] is set) never
+    /// outlives the call being served: its deadline is the earlier of its own (this timeout,
+    /// or the default above) and the handler's deadline
+    /// ([`CallContext::deadline`]). A shorter timeout still wins; a longer one is cut to the
+    /// time the handler has left, since the handler's caller has stopped waiting by then and
+    /// the handler is stopped anyway. A task the handler spawns has no context, so calls made
+    /// there keep their own deadline.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -86,7 +103,90 @@ impl<K, A> Call<K, A> {
     }
 }
 
+/// A call resolved to the connection it goes over.
+struct Outgoing<A> {
+    conn: Connection,
+    service: &'static str,
+    method: &'static str,
+    args: A,
+    metadata: Vec<(String, String)>,
+}
+
 impl<K, A: Serialize> Call<K, A> {
+    /// The call's time bounds: its own timeout or `default`, from now, but never past the
+    /// deadline of the call the current task is serving.
+    fn deadline(&self, default: Option<Duration>) -> Deadline {
+        let idle = self.target.config().idle_stream_timeout;
+        let own = self
+            .timeout
+            .or(default)
+            .and_then(|t| Instant::now().checked_add(t));
+        let at = match (own, CallContext::current_deadline()) {
+            (Some(own), Some(served)) => Some(own.min(served)),
+            (own, served) => own.or(served),
+        };
+        Deadline::until(at, idle)
+    }
+
+    /// The call with the connection it goes over: at once for a connection, within
+    /// `deadline` for a peer.
+    async fn resolve(self, deadline: &Deadline) -> Result<Outgoing<A>, Error> {
+        let Call {
+            target,
+            service,
+            method,
+            args,
+            metadata,
+            ..
+        } = self;
+        Ok(Outgoing {
+            conn: target.connection(deadline).await?,
+            service,
+            method,
+            args,
+            metadata,
+        })
+    }
+
+    /// [`resolve`](Self::resolve), also giving what to retry the call with, if its target
+    /// retries.
+    async fn resolve_with_retries(
+        self,
+        deadline: &Deadline,
+    ) -> Result<(Outgoing<A>, Retries), Error> {
+        let Call {
+            target,
+            service,
+            method,
+            args,
+            metadata,
+            ..
+        } = self;
+        let (conn, retries) = target.connection_and_retries(deadline).await?;
+        let call = Outgoing {
+            conn,
+            service,
+            method,
+            args,
+            metadata,
+        };
+        Ok((call, retries))
+    }
+
+    /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
+    /// without one, the idle bound).
+    async fn open(
+        self,
+        kind: Kind,
+        default_timeout: Option<Duration>,
+    ) -> Result<Started<A>, Error> {
+        let deadline = self.deadline(default_timeout);
+        let open = async { self.resolve(&deadline).await?.start(kind, deadline).await };
+        deadline.answer(open).await
+    }
+}
+
+impl<A: Serialize> Outgoing<A> {
     /// Encodes the CALL frame, with `remaining` as the time the handler has.
     fn frame(&self, kind: Kind, remaining: Option<Duration>) -> Result<Bytes, Error> {
         let header = CallHeader {
@@ -105,62 +205,69 @@ impl<K, A: Serialize> Call<K, A> {
         )?)
     }
 
-    /// The call's time bounds: its own timeout or `default`, from now.
-    fn deadline(&self, default: Option<Duration>) -> Deadline {
-        let idle = self.conn.config().idle_stream_timeout;
-        Deadline::new(self.timeout.or(default), idle)
-    }
-
-    /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
-    /// without one, the idle bound).
-    async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started, Error> {
-        let deadline = self.deadline(default_timeout);
-        deadline.answer(self.start(kind, deadline)).await
-    }
-
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
-    async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started, Error> {
+    async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Error> {
+        self.attempt(kind, deadline).await.map_err(|(err, _)| err)
+    }
+
+    /// [`start`](Self::start), which gives the call back with the error when it provably
+    /// never reached a handler: no stream could be opened, or the callee refused the call
+    /// (overloaded, shutting down) before serving it.
+    async fn attempt(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Unreached<A>> {
         let max_message = self.conn.config().max_message_size;
         // Encoding first fails an oversized call before it takes a stream.
-        let mut frame = self.frame(kind, deadline.remaining())?;
-        let conn = self.conn.quic();
-        let open = async {
-            if kind == Kind::Notify {
-                Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
-            } else {
-                let (send, recv) = conn.open_bi().await?;
-                Ok((send, Some(recv)))
-            }
-        };
-        let mut open = std::pin::pin!(open);
-        let (mut send, recv) =
-            match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
-                Poll::Ready(opened) => opened?,
-                Poll::Pending => {
-                    let mut opened = open.await?;
-                    // Waiting for a stream (the peer's stream limit) used up part of the
-                    // deadline: the header must carry the time actually left. With none left,
-                    // the call fails here: the peer would drop it unread, and a notification's
-                    // sender would never learn of it.
-                    if let Some(left) = deadline.remaining() {
-                        if left.is_zero() {
-                            let _ = opened.0.reset(wire::STREAM_CANCELLED.into());
-                            return Err(Error::Timeout);
-                        }
-                        frame = self.frame(kind, Some(left))?;
-                    }
-                    opened
+        let mut frame = self
+            .frame(kind, deadline.remaining())
+            .map_err(|e| (e, None))?;
+        // The stream is opened in a scope of its own: what it borrows of the call ends there.
+        let opened = {
+            let conn = self.conn.quic();
+            let open = async {
+                if kind == Kind::Notify {
+                    Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
+                } else {
+                    let (send, recv) = conn.open_bi().await?;
+                    Ok((send, Some(recv)))
                 }
             };
+            let mut open = std::pin::pin!(open);
+            match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
+                Poll::Ready(opened) => opened.map(|opened| (opened, false)),
+                Poll::Pending => open.await.map(|opened| (opened, true)),
+            }
+        };
+        let ((mut send, recv), waited) = match opened {
+            Ok(opened) => opened,
+            // No stream: nothing reached the peer.
+            Err(err) => return Err((Error::from_connection(&err), Some(self))),
+        };
+        if waited {
+            // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
+            // header must carry the time actually left. With none left, the call fails here:
+            // the peer would drop it unread, and a notification's sender would never learn of
+            // it.
+            if let Some(left) = deadline.remaining() {
+                if left.is_zero() {
+                    let _ = send.reset(wire::STREAM_CANCELLED.into());
+                    return Err((Error::Timeout, None));
+                }
+                frame = self.frame(kind, Some(left)).map_err(|e| (e, None))?;
+            }
+        }
         let mut reader = recv.map(|recv| self.conn.reader(recv));
         if let Err(err) = send.write_chunk(frame).await {
             let err = Error::from_write(err);
-            return Err(match (&err, reader.as_mut()) {
+            let refusal = match (&err, reader.as_mut()) {
                 // The callee stopped the request: it says why in a STATUS, which wins.
                 (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
-                    self.conn.refusal(reader, deadline).await.unwrap_or(err)
+                    self.conn.refusal(reader, deadline).await
                 }
-                _ => err,
+                _ => None,
+            };
+            return Err(match refusal {
+                Some(refusal) if is_refusal(&refusal) => (refusal, Some(self)),
+                Some(other) => (other, None),
+                None => (err, None),
             });
         }
         if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
@@ -171,7 +278,33 @@ impl<K, A: Serialize> Call<K, A> {
             reader,
             deadline,
             max_message,
+            call: self,
         })
+    }
+}
+
+/// A failed attempt: the error, and the call back if it provably never reached a handler.
+type Unreached<A> = (Error, Option<Outgoing<A>>);
+
+/// Whether a STATUS a callee answered with refuses the call before any handler ran: it is
+/// over its limits or shutting down (`docs/PROTOCOL.md`, section 9). A handler's run never
+/// ends with either.
+fn is_refusal(status: &Error) -> bool {
+    matches!(status, Error::Overloaded(_) | Error::ShuttingDown)
+}
+
+/// Waits for a call's first answer frame: `Ok(Some(refusal))` if the callee refused the call
+/// before serving it, `Ok(None)` if a frame is there to read as the call's answer.
+async fn refused(reader: &mut FrameReader) -> Result<Option<Error>, Error> {
+    match std::future::poll_fn(|cx| reader.poll_ready(cx)).await? {
+        Some(TAG_STATUS) => {
+            let status = Error::from_status_payload(reader.payload());
+            Ok(is_refusal(&status).then_some(status))
+        }
+        Some(_) => Ok(None),
+        None => Err(Error::Protocol(
+            "stream ended without the call's result".into(),
+        )),
     }
 }
 
@@ -193,15 +326,18 @@ impl Connection {
 }
 
 /// A call whose stream is open and whose CALL frame is written.
-struct Started {
+struct Started<A> {
     send: quinn::SendStream,
     /// The response stream, for every kind but notifications.
     reader: Option<FrameReader>,
     deadline: Deadline,
     max_message: usize,
+    /// The call, whose handle on its connection keeps a dialed connection open while the
+    /// call is in flight, even when the caller keeps no other handle.
+    call: Outgoing<A>,
 }
 
-impl Started {
+impl<A> Started<A> {
     /// Splits a call on a bidirectional stream into its request and response halves.
     fn halves(self) -> Result<(quinn::SendStream, FrameReader), Error> {
         let reader = self
@@ -278,15 +414,51 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let deadline = self.deadline(Some(self.conn.config().request_timeout));
+            let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
             deadline
                 .answer(async move {
-                    let (_send, mut reader) = self.start(Kind::Unary, deadline).await?.halves()?;
-                    let result = stream::read_result(&mut reader).await;
-                    reader.try_finish();
-                    result
+                    // `started` lives until the answer is read: its connection handle keeps a
+                    // dialed connection open for the call.
+                    let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
+                    let mut attempts = 1;
+                    loop {
+                        let (err, call) = match outgoing.attempt(Kind::Unary, deadline).await {
+                            Ok(mut started) => {
+                                let reader = started
+                                    .reader
+                                    .as_mut()
+                                    .ok_or_else(|| Error::Protocol("no response stream".into()))?;
+                                match refused(reader).await? {
+                                    Some(refusal) => (refusal, Some(started.call)),
+                                    // The frame is there: reading it waits no more.
+                                    None => {
+                                        let result = stream::read_result(reader).await;
+                                        reader.try_finish();
+                                        if let (Ok(_), Some(retries)) = (&result, &retries) {
+                                            retries.succeeded();
+                                        }
+                                        return result;
+                                    }
+                                }
+                            }
+                            Err(unreached) => unreached,
+                        };
+                        // Only a call that never reached a handler is tried again, through a
+                        // target that retries, while the policy and its budget allow.
+                        let (Some(mut call), Some(retries)) = (call, &retries) else {
+                            return Err(err);
+                        };
+                        let Some(delay) = retries.retry_after(attempts) else {
+                            return Err(err);
+                        };
+                        tracing::debug!(%err, attempts, ?delay, "call refused before it was served: retrying");
+                        tokio::time::sleep(delay).await;
+                        call.conn = retries.connection(&deadline).await?;
+                        outgoing = call;
+                        attempts += 1;
+                    }
                 })
                 .await
         })
@@ -302,12 +474,16 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let config = self.conn.config();
+            let config = self.target.config();
             let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+            let started = self.open(Kind::Notify, Some(default)).await?;
             // A connection this node dialed closes once nothing uses it: the notification keeps
             // it open until the peer has it.
-            let hold = self.conn.is_dialed().then(|| self.conn.hold());
-            let started = self.open(Kind::Notify, Some(default)).await?;
+            let hold = started
+                .call
+                .conn
+                .is_dialed()
+                .then(|| started.call.conn.hold());
             if let Some(hold) = hold {
                 deliver(started.send, hold, idle);
             }
@@ -337,8 +513,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::ServerStream, None).await?;
+            let hold = started.call.conn.hold();
             let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
             Ok(Receiver::with_response(reader, deadline, hold))
@@ -357,8 +533,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::ClientStream, None).await?;
+            let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let response = Response::from_reader(reader, deadline, hold);
             Ok((sender, response))
@@ -378,8 +554,8 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let hold = self.conn.hold();
             let started = self.open(Kind::Bidi, None).await?;
+            let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let (receiver, response) = Receiver::with_response(reader, deadline, hold);
             Ok((sender, receiver, response))

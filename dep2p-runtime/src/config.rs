@@ -60,9 +60,9 @@ pub(crate) struct Config {
     /// every stream the peer may open to hold a full window unread, with room to spare (see
     /// [`Config::min_connection_window`]). Default: 80 MiB.
     pub(crate) connection_window: u32,
-    /// A connection on which nothing at all is received for this long is closed. Default: 30 s.
+    /// A connection on which nothing at all is received for this long is closed. Default: 7 s.
     pub(crate) idle_connection_timeout: Duration,
-    /// Interval of keep-alive packets that keep an idle connection open. Default: 10 s.
+    /// Interval of keep-alive packets that keep an idle connection open. Default: 2 s.
     pub(crate) keep_alive_interval: Duration,
     /// Whether connections to peers on this machine use large datagrams. Default: true.
     pub(crate) fast_loopback: bool,
@@ -94,8 +94,8 @@ impl Default for Config {
             idle_stream_timeout: Duration::from_secs(300),
             stream_window: STREAM_WINDOW,
             connection_window: CONNECTION_WINDOW,
-            idle_connection_timeout: Duration::from_secs(30),
-            keep_alive_interval: Duration::from_secs(10),
+            idle_connection_timeout: Duration::from_secs(7),
+            keep_alive_interval: Duration::from_secs(2),
             fast_loopback: true,
             max_call_deadline: None,
             send_panic_messages: false,

@@ -64,6 +64,12 @@ impl CallContext {
         CONTEXT.try_with(CallContext::clone).ok()
     }
 
+    /// The deadline of the call the current task is serving: `None` outside a handler or for a
+    /// call without one. Reads the context in place, without cloning it.
+    pub(crate) fn current_deadline() -> Option<Instant> {
+        CONTEXT.try_with(|ctx| ctx.deadline).ok().flatten()
+    }
+
     /// The verified node id of the caller.
     pub fn remote_id(&self) -> NodeId {
         self.connection.remote_id()

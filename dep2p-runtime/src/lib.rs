@@ -43,7 +43,7 @@
 
 // Layers, each importing only those above it in this list (`docs` of the crate's layout):
 // wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
-// serving; the node.
+// serving; the node; reconnecting peers and retries.
 mod wire;
 
 mod addr;
@@ -69,8 +69,12 @@ mod context;
 mod dispatch;
 mod incoming;
 mod service;
+mod target;
 
 mod node;
+
+mod peer;
+mod retry;
 
 #[cfg(test)]
 mod proptests;
@@ -87,8 +91,11 @@ pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
+pub use peer::{Peer, PeerState};
+pub use retry::RetryPolicy;
 pub use service::Service;
 pub use stream::{Receiver, Response, Sender};
+pub use target::Target;
 pub use wire::{Kind, ALPN};
 
 /// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
@@ -107,7 +114,7 @@ pub mod __private {
     pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
     pub use crate::incoming::{CallFuture, IncomingCall};
     pub use crate::service::Service;
-    pub use crate::{Connection, Error, Receiver, Sender};
+    pub use crate::{Connection, Error, Receiver, Sender, Target};
 
     /// Checks, at compile time, that `T` can travel as a message.
     pub fn assert_message<T>()

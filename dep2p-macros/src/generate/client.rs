@@ -38,9 +38,9 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
     quote! {
         #[doc = #doc]
         ///
-        /// Cheap to clone: clones share the connection.
+        /// Cheap to clone: clones share the connection or peer they call.
         #vis struct #client #generics {
-            conn: #private::Connection,
+            target: #private::Target,
             #marker
         }
     }
@@ -71,14 +71,24 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
             #[doc = #name_doc]
             #vis const SERVICE_NAME: &'static str = #wire_name;
 
-            /// Creates a client that calls the service over `conn`.
-            #vis fn new(conn: #private::Connection) -> Self {
-                Self { conn, #marker }
+            /// Creates a client that calls the service on `target`: a `Connection`, or a
+            /// reconnecting `Peer`, whose calls wait within their deadline for a connection.
+            #vis fn new(target: impl ::core::convert::Into<#private::Target>) -> Self {
+                Self {
+                    target: ::core::convert::Into::into(target),
+                    #marker
+                }
             }
 
-            /// The connection this client calls over.
-            #vis fn connection(&self) -> &#private::Connection {
-                &self.conn
+            /// What this client calls.
+            #vis fn target(&self) -> &#private::Target {
+                &self.target
+            }
+
+            /// The connection this client calls over, if it was made from one (not from a
+            /// peer, whose connection changes).
+            #vis fn connection(&self) -> ::core::option::Option<&#private::Connection> {
+                self.target.as_connection()
             }
 
             #(#methods)*
@@ -110,7 +120,7 @@ fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     // Spanned at the method, so that a message type the runtime cannot carry is reported in
     // the trait rather than at the attribute.
     let body = respan(
-        quote!(#constructor::new(&self.conn, Self::SERVICE_NAME, #wire_name, #args)),
+        quote!(#constructor::new(&self.target, Self::SERVICE_NAME, #wire_name, #args)),
         ident.span(),
     );
     quote! {
@@ -162,7 +172,7 @@ fn clone(cx: &Cx<'_>) -> TokenStream {
         impl #impl_params ::core::clone::Clone for #client #args {
             fn clone(&self) -> Self {
                 Self {
-                    conn: ::core::clone::Clone::clone(&self.conn),
+                    target: ::core::clone::Clone::clone(&self.target),
                     #marker
                 }
             }
@@ -179,7 +189,7 @@ fn debug(cx: &Cx<'_>) -> TokenStream {
         #[automatically_derived]
         impl #impl_params ::core::fmt::Debug for #client #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#name).field("conn", &self.conn).finish()
+                f.debug_struct(#name).field("target", &self.target).finish()
             }
         }
     }

@@ -261,13 +261,21 @@ impl NodeBuilder {
         self
     }
 
-    /// A connection on which nothing is received for this long is closed. Default: 30 s.
+    /// A connection on which nothing is received for this long is closed. Default: 7 s.
+    ///
+    /// QUIC uses the shorter of the two sides' values. A peer that vanishes without closing
+    /// (its process killed, its network gone) is noticed within this timeout plus one
+    /// [`keep_alive_interval`](Self::keep_alive_interval): 9 s with the defaults. Calls on
+    /// the connection then fail with [`Error::ConnectionLost`].
     pub fn idle_connection_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_connection_timeout = timeout;
         self
     }
 
-    /// Interval of keep-alive packets on idle connections. Default: 10 s.
+    /// Interval of keep-alive packets on idle connections. Default: 2 s.
+    ///
+    /// Must be shorter than the idle-connection timeout. An idle connection costs about 62
+    /// packets (about 2.3 KB of UDP payload) a minute in each direction with the defaults.
     pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
         self.config.keep_alive_interval = interval;
         self

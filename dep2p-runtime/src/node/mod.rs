@@ -181,6 +181,11 @@ impl Node {
         self.inner.shared.id()
     }
 
+    /// What this node's connections and calls share: its settings among them.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// This node's key.
     pub fn secret_key(&self) -> &SecretKey {
         &self.inner.key

@@ -1,0 +1,136 @@
+//! [`Target`]: what a call is made on — a connection, or something that provides one when a
+//! call needs it (a reconnecting [`Peer`](crate::Peer)).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::deadline::Deadline;
+use crate::error::Error;
+use crate::shared::Shared;
+
+/// What a call is made on: the argument of a generated client's `new`.
+///
+/// * A [`Connection`]: every call goes over it; when it is lost, calls fail with
+///   [`Error::ConnectionLost`]. Calling through it costs what calling the connection directly
+///   does: no allocation, no wait.
+/// * A [`Peer`](crate::Peer): each call waits, within its deadline, for the peer's current
+///   connection (dialing it, or redialing after a loss) and fails with
+///   [`Error::Unreachable`] if none comes in time.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Target {
+    route: Route,
+}
+
+#[derive(Clone)]
+enum Route {
+    Connection(Connection),
+    Provider(Arc<dyn Provide>),
+}
+
+/// A source of connections for calls: what a reconnecting peer (and, later, a balanced set of
+/// peers) gives a [`Target`].
+pub(crate) trait Provide: Send + Sync + 'static {
+    /// The node whose settings calls through this target use.
+    fn shared(&self) -> &Arc<Shared>;
+
+    /// A connection to call over, waited for until `deadline` (a call without one: a bound
+    /// of the provider's choosing). Fails with [`Error::Unreachable`] if none comes in time.
+    fn connection<'a>(
+        &'a self,
+        deadline: &'a Deadline,
+    ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'a>>;
+
+    /// After `attempts` attempts of a request-response call, the last of which provably never
+    /// reached a handler (see [`RetryPolicy`](crate::RetryPolicy)): how long to wait before
+    /// the next one, or `None` to give up. Counts the failure against any retry budget.
+    fn retry_after(&self, attempts: u32) -> Option<Duration>;
+
+    /// Records a request-response call that was answered, which refills any retry budget.
+    fn succeeded(&self);
+
+    /// Describes the provider for `Debug`.
+    fn describe(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
+}
+
+impl Target {
+    /// A target served by `provider`.
+    pub(crate) fn provider(provider: Arc<dyn Provide>) -> Self {
+        Target {
+            route: Route::Provider(provider),
+        }
+    }
+
+    /// The connection every call goes over, if this target is one.
+    pub fn as_connection(&self) -> Option<&Connection> {
+        match &self.route {
+            Route::Connection(conn) => Some(conn),
+            Route::Provider(_) => None,
+        }
+    }
+
+    /// The settings of the node calls through this target are made from.
+    pub(crate) fn config(&self) -> &Config {
+        match &self.route {
+            Route::Connection(conn) => conn.config(),
+            Route::Provider(provider) => provider.shared().config(),
+        }
+    }
+
+    /// The connection to make a call on: this one, at once, or the provider's, waited for
+    /// until `deadline`.
+    pub(crate) async fn connection(self, deadline: &Deadline) -> Result<Connection, Error> {
+        match self.route {
+            Route::Connection(conn) => Ok(conn),
+            Route::Provider(provider) => provider.connection(deadline).await,
+        }
+    }
+}
+
+/// Where a request-response call retries: the provider of its connections, when it has one.
+pub(crate) type Retries = Option<Arc<dyn Provide>>;
+
+impl Target {
+    /// The connection to make a call on, and, for a provider, the provider to retry with.
+    pub(crate) async fn connection_and_retries(
+        self,
+        deadline: &Deadline,
+    ) -> Result<(Connection, Retries), Error> {
+        match self.route {
+            Route::Connection(conn) => Ok((conn, None)),
+            Route::Provider(provider) => {
+                let conn = provider.connection(deadline).await?;
+                Ok((conn, Some(provider)))
+            }
+        }
+    }
+}
+
+impl From<Connection> for Target {
+    fn from(conn: Connection) -> Self {
+        Target {
+            route: Route::Connection(conn),
+        }
+    }
+}
+
+impl From<&Connection> for Target {
+    fn from(conn: &Connection) -> Self {
+        Target::from(conn.clone())
+    }
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.route {
+            Route::Connection(conn) => fmt::Debug::fmt(conn, f),
+            Route::Provider(provider) => provider.describe(f),
+        }
+    }
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use crate::addr::NodeAddr;
 use crate::connection::Connection;
 use crate::deadline::Deadline;
 use crate::error::Error;
@@ -87,7 +88,7 @@ pub enum PeerState {
 /// use dep2p_runtime::{Node, Peer, PeerState};
 ///
 /// let node = Node::builder().bind("127.0.0.1:0").await?;
-/// let peer: Peer = node.peer(server, id);
+/// let peer: Peer = node.peer(dep2p_runtime::NodeAddr::new(id).with_addr(server));
 /// assert_eq!(peer.state(), PeerState::Idle);
 /// // `GreeterClient::new(peer.clone())` would call over it; dialing starts with the first
 /// // call, or with `connection`:
@@ -106,7 +107,8 @@ struct Inner {
     node: WeakNode,
     /// The node's settings and state, which outlive the node handles without keeping the node.
     shared: Arc<Shared>,
-    addr: SocketAddr,
+    /// Where the peer is dialed: its id and addresses (see [`Node::dial`]).
+    addr: NodeAddr,
     id: NodeId,
     /// The connection calls go over, while one is up.
     current: Mutex<Option<Connection>>,
@@ -122,17 +124,19 @@ struct Inner {
 }
 
 impl Node {
-    /// A reconnecting handle on the node `id` at `addr`; see [`Peer`]. Nothing is dialed
-    /// until it is used.
-    pub fn peer(&self, addr: SocketAddr, id: NodeId) -> Peer {
-        Peer::new(self, addr, id)
+    /// A reconnecting handle on the node `addr` names (its id and where to find it, a
+    /// ticket); see [`Peer`]. Nothing is dialed until it is used.
+    pub fn peer(&self, addr: NodeAddr) -> Peer {
+        Peer::new(self, addr)
     }
 }
 
 impl Peer {
-    /// A reconnecting handle on the node `id` at `addr`, dialed from `node`. Nothing is
-    /// dialed until it is used. The same as [`Node::peer`].
-    pub fn new(node: &Node, addr: SocketAddr, id: NodeId) -> Peer {
+    /// A reconnecting handle on the node `addr` names, dialed from `node` with
+    /// [`Node::dial`] (every address it lists is tried). Nothing is dialed until it is used.
+    /// The same as [`Node::peer`].
+    pub fn new(node: &Node, addr: NodeAddr) -> Peer {
+        let id = addr.id();
         let (alive, gone) = oneshot::channel();
         Peer {
             inner: Arc::new_cyclic(|me| Inner {
@@ -163,9 +167,9 @@ impl Peer {
         self.inner.id
     }
 
-    /// The address the peer is dialed at.
-    pub fn addr(&self) -> SocketAddr {
-        self.inner.addr
+    /// The address the peer is dialed at: its id and where to find it.
+    pub fn addr(&self) -> &NodeAddr {
+        &self.inner.addr
     }
 
     /// Where the peer stands now.
@@ -271,7 +275,12 @@ impl Inner {
 
     fn unreachable(&self, reason: String) -> Error {
         Error::Unreachable {
-            addr: self.addr,
+            addr: self
+                .addr
+                .addrs()
+                .first()
+                .copied()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
             reason,
         }
     }
@@ -337,7 +346,7 @@ async fn drive(peer: Weak<Inner>, mut gone: oneshot::Receiver<()>) {
     let mut failures: u32 = 0;
     loop {
         let Some(inner) = peer.upgrade() else { return };
-        let (addr, id) = (inner.addr, inner.id);
+        let (addr, id) = (inner.addr.clone(), inner.id);
         let Some(node) = inner.node.upgrade() else {
             inner.set_state(PeerState::Closed);
             return;
@@ -345,7 +354,7 @@ async fn drive(peer: Weak<Inner>, mut gone: oneshot::Receiver<()>) {
         inner.set_state(PeerState::Connecting);
         drop(inner);
         let dialed = tokio::select! {
-            dialed = node.connect(addr, id) => dialed,
+            dialed = node.dial(&addr) => dialed,
             _ = &mut gone => return,
         };
         drop(node);

@@ -96,7 +96,7 @@ fn calls_through_a_peer_fail_while_it_is_down_and_succeed_after_a_restart() {
                 .keep_alive_interval(Duration::from_millis(250)),
         )
         .await;
-        let peer = client.peer(addr, key.key.public());
+        let peer = client.peer(dep2p_runtime::NodeAddr::new(key.key.public()).with_addr(addr));
         assert_eq!(peer.state(), PeerState::Idle, "dialed before first use");
         let seen = record(&peer);
 
@@ -160,7 +160,7 @@ fn a_peer_redials_at_once_when_a_restart_resets_its_connection() {
         let addr = first.addr;
         // Default timeouts: the old connection ends by a stateless reset, not by silence.
         let client = client(Node::builder()).await;
-        let peer = client.peer(addr, key.key.public());
+        let peer = client.peer(dep2p_runtime::NodeAddr::new(key.key.public()).with_addr(addr));
         assert_eq!(echo_via(&peer, "first").await.unwrap(), "first");
         let old = peer.connection(Duration::from_secs(1)).await.unwrap();
 
@@ -185,7 +185,7 @@ fn a_peer_redials_at_once_when_a_restart_resets_its_connection() {
 async fn a_peer_does_not_keep_its_node_alive() {
     let server = node(Node::builder().serve(TestService { probe: probe() })).await;
     let client = node(Node::builder()).await;
-    let peer = client.peer(server.local_addr(), server.id());
+    let peer = client.peer(server.node_addr());
     assert_eq!(echo_via(&peer, "hi").await.unwrap(), "hi");
     let weak = client.downgrade();
     drop(client);
@@ -203,7 +203,10 @@ async fn a_peer_that_never_answers_is_unreachable_at_the_calls_deadline() {
     // A bound UDP socket that reads nothing: dials to it get no answer.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let client = node(Node::builder()).await;
-    let peer = client.peer(silent.local_addr().unwrap(), SecretKey::generate().public());
+    let peer = client.peer(
+        dep2p_runtime::NodeAddr::new(SecretKey::generate().public())
+            .with_addr(silent.local_addr().unwrap()),
+    );
     let started = Instant::now();
     let err = echo_via(&peer, "anyone")
         .timeout(Duration::from_millis(300))

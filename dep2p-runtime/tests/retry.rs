@@ -59,7 +59,7 @@ async fn setup() -> (Node, Node, Peer, Arc<Counts>) {
         .await
         .unwrap();
     let client = Node::builder().bind("127.0.0.1:0").await.unwrap();
-    let peer = client.peer(server.local_addr(), server.id());
+    let peer = client.peer(server.node_addr());
     (server, client, peer, counts)
 }
 

@@ -21,6 +21,8 @@ use crate::shared::Shared;
 /// * A [`Peer`](crate::Peer): each call waits, within its deadline, for the peer's current
 ///   connection (dialing it, or redialing after a loss) and fails with
 ///   [`Error::Unreachable`] if none comes in time.
+/// * A [`PeerSet`](crate::PeerSet): each call goes to one of its peers that is connected,
+///   the less busy of two picked at random, and waits within its deadline for one if none is.
 ///
 /// Cheap to clone.
 #[derive(Clone)]
@@ -34,9 +36,17 @@ enum Route {
     Provider(Arc<dyn Provide>),
 }
 
-/// A source of connections for calls: what a reconnecting peer (and, later, a balanced set of
-/// peers) gives a [`Target`].
+/// A source of connections for calls: what a reconnecting peer and a set of peers give a
+/// [`Target`].
 pub(crate) trait Provide: Send + Sync + 'static {
+    /// The provider one call uses, made as the call starts. A request-response call keeps it
+    /// (as its [`Retries`]) until it has its answer, so a provider that counts calls in
+    /// flight counts while it lives; other calls keep it while their connection is provided.
+    /// Default: `None`, for this provider itself.
+    fn for_call(&self) -> Option<Arc<dyn Provide>> {
+        None
+    }
+
     /// The node whose settings calls through this target use.
     fn shared(&self) -> &Arc<Shared>;
 
@@ -88,7 +98,10 @@ impl Target {
     pub(crate) async fn connection(self, deadline: &Deadline) -> Result<Connection, Error> {
         match self.route {
             Route::Connection(conn) => Ok(conn),
-            Route::Provider(provider) => provider.connection(deadline).await,
+            Route::Provider(provider) => {
+                let provider = provider.for_call().unwrap_or(provider);
+                provider.connection(deadline).await
+            }
         }
     }
 }
@@ -105,6 +118,7 @@ impl Target {
         match self.route {
             Route::Connection(conn) => Ok((conn, None)),
             Route::Provider(provider) => {
+                let provider = provider.for_call().unwrap_or(provider);
                 let conn = provider.connection(deadline).await?;
                 Ok((conn, Some(provider)))
             }

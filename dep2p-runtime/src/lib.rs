@@ -43,7 +43,7 @@
 
 // Layers, each importing only those above it in this list (`docs` of the crate's layout):
 // wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
-// serving; the node; reconnecting peers and retries.
+// serving; the node; reconnecting peers, sets of peers and retries.
 mod wire;
 
 mod addr;
@@ -73,6 +73,7 @@ mod target;
 
 mod node;
 
+mod balance;
 mod peer;
 mod retry;
 
@@ -80,6 +81,7 @@ mod retry;
 mod proptests;
 
 pub use addr::{NodeAddr, ParseNodeAddrError};
+pub use balance::{PeerChange, PeerSet};
 pub use call::{
     Bidi, BidiKind, Call, CallResult, ClientStreaming, ClientStreamingKind, Notify, NotifyKind,
     ServerStreaming, ServerStreamingKind, Unary, UnaryKind,

@@ -46,6 +46,10 @@ struct Running {
 }
 
 async fn serve(index: u32, key: SecretKey, addr: SocketAddr) -> Running {
+    try_serve(index, key, addr).await.unwrap()
+}
+
+async fn try_serve(index: u32, key: SecretKey, addr: SocketAddr) -> Result<Running, Error> {
     let (held, release) = (Arc::new(AtomicU32::new(0)), Arc::new(Notify::new()));
     let server = Server {
         index,
@@ -56,15 +60,26 @@ async fn serve(index: u32, key: SecretKey, addr: SocketAddr) -> Running {
         .secret_key(key.clone())
         .serve(NamedServer::new(server))
         .bind(addr)
-        .await
-        .unwrap();
+        .await?;
     let addr = node.local_addr();
-    Running {
+    Ok(Running {
         node,
         key,
         addr,
         held,
         release,
+    })
+}
+
+/// [`serve`] on the port of a node that has just closed, once the port is free.
+async fn rebind(index: u32, key: SecretKey, addr: SocketAddr) -> Running {
+    let started = Instant::now();
+    loop {
+        match try_serve(index, key.clone(), addr).await {
+            Ok(running) => return running,
+            Err(err) => assert!(started.elapsed() < Duration::from_secs(2), "{err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -188,6 +203,7 @@ async fn a_member_that_is_down_gets_no_calls_and_gets_them_again_once_back() {
     let down = servers.remove(0);
     let (id, key, addr) = (down.node.id(), down.key.clone(), down.addr);
     down.node.close();
+    down.node.closed().await;
     drop(down);
     wait_for(&set, id, |s| *s != PeerState::Ready).await;
     let answered = spread(&client, 60, 3).await;
@@ -195,7 +211,7 @@ async fn a_member_that_is_down_gets_no_calls_and_gets_them_again_once_back() {
     assert!(answered[1] > 0 && answered[2] > 0, "{answered:?}");
 
     // It comes back on the same port with the same key: it is redialed and gets calls again.
-    let back = serve(0, key, addr).await;
+    let back = rebind(0, key, addr).await;
     assert_eq!(back.node.id(), id);
     wait_for(&set, id, ready).await;
     let answered = spread(&client, 90, 3).await;
@@ -293,4 +309,147 @@ async fn a_set_does_not_keep_its_node_alive() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Closed), "{err:?}");
+}
+
+/// Names the key file, port and index of the server a child process runs.
+const CHILD: &str = "DEP2P_BALANCE_TEST_SERVER";
+/// The line a child prints once its node is bound, followed by its port.
+const BOUND: &str = "dep2p-balance-test-server-bound";
+
+/// A server in a process of its own, which the test kills outright: the test binary runs
+/// itself again, selecting the test, with [`CHILD`] set.
+struct ServerProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// If this process is a server started by [`ServerProcess::start`], serves until the
+    /// parent closes its standard input, then exits; otherwise returns at once.
+    fn run_if_child() {
+        let Ok(spec) = std::env::var(CHILD) else {
+            return;
+        };
+        let mut parts = spec.split('|');
+        let (Some(key), Some(port), Some(index)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("{CHILD}: key file|port|index");
+        };
+        let key = SecretKey::load(key).unwrap();
+        let port: u16 = port.parse().unwrap();
+        let index: u32 = index.parse().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let any = SocketAddr::from(([127, 0, 0, 1], port));
+            let server = serve(index, key, any).await;
+            println!("\n{BOUND} {}", server.addr.port());
+            let _ = tokio::task::spawn_blocking(|| {
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new())
+            })
+            .await;
+        });
+        std::process::exit(0);
+    }
+
+    /// Runs the test `test` in a new process as server `index` with the key in `key`, bound
+    /// to 127.0.0.1:`port` (0: any), and waits until it is bound.
+    fn start(test: &str, key: &std::path::Path, port: u16, index: u32) -> ServerProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--nocapture", "--test-threads", "1"])
+            .env(CHILD, format!("{}|{port}|{index}", key.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("the server ended before it was bound")
+                .unwrap();
+            if let Some((_, port)) = line.split_once(BOUND) {
+                break port.trim().parse::<u16>().unwrap();
+            }
+        };
+        ServerProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        // SIGKILL on Unix: no close reaches the client.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_killed_member_is_routed_around_and_gets_calls_again_after_a_restart() {
+    const TEST: &str = "a_killed_member_is_routed_around_and_gets_calls_again_after_a_restart";
+    ServerProcess::run_if_child();
+    let dir = std::env::temp_dir().join(format!("dep2p-balance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys: Vec<(SecretKey, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let key = SecretKey::generate();
+            let path = dir.join(format!("server-{i}.key"));
+            key.save(&path).unwrap();
+            (key, path)
+        })
+        .collect();
+    let mut processes: Vec<Option<ServerProcess>> = (0..3u32)
+        .map(|i| Some(ServerProcess::start(TEST, &keys[i as usize].1, 0, i)))
+        .collect();
+    let addrs: Vec<NodeAddr> = processes
+        .iter()
+        .zip(&keys)
+        .map(|(p, (key, _))| NodeAddr::new(key.public()).with_addr(p.as_ref().unwrap().addr))
+        .collect();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // A short idle timeout, so that a killed server is noticed in about a second.
+        let node = Node::builder()
+            .idle_connection_timeout(Duration::from_secs(1))
+            .keep_alive_interval(Duration::from_millis(250))
+            .connect_timeout(Duration::from_millis(300))
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap();
+        let set = node.peer_set(addrs.clone());
+        for addr in &addrs {
+            wait_for(&set, addr.id(), ready).await;
+        }
+        let client = NamedClient::new(set.clone());
+        let answered = spread(&client, 30, 3).await;
+        assert!(answered.iter().all(|&n| n > 0), "{answered:?}");
+
+        // Server 0 dies without a word. Once its loss is noticed, every call is answered by
+        // the others.
+        let killed = processes[0].take().unwrap();
+        let port = killed.addr.port();
+        drop(killed);
+        wait_for(&set, addrs[0].id(), |s| *s != PeerState::Ready).await;
+        let answered = spread(&client, 60, 3).await;
+        assert_eq!(answered[0], 0, "{answered:?}");
+
+        // Back on the same port with the same key: it is redialed and gets calls again.
+        processes[0] = Some(ServerProcess::start(TEST, &keys[0].1, port, 0));
+        wait_for(&set, addrs[0].id(), ready).await;
+        let answered = spread(&client, 90, 3).await;
+        assert!(answered[0] >= 15, "{answered:?}");
+    });
+    drop(processes);
+    let _ = std::fs::remove_dir_all(&dir);
 }

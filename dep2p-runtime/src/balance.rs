@@ -8,7 +8,9 @@
 //! from the moment its peer is chosen until it has its answer (retries included); a
 //! notification or a streaming call, only while its connection is being provided. The
 //! streaming kinds are still spread evenly by the random draw; they only do not weigh on
-//! later choices.
+//! later choices. The count rides on the per-call provider a [`Target`] hands out
+//! ([`Provide::for_call`]), which a request-response call keeps until its answer (it retries
+//! through it) and the other kinds drop once they have their connection.
 //!
 //! # Why not tower's `balance` and `discover`
 //!
@@ -63,8 +65,11 @@ pub enum PeerChange {
 /// * **Each member is a [`Peer`]**, dialed as soon as it joins and redialed after a loss
 ///   with the peer's backoff.
 /// * **Balanced by load**: each call goes to the less busy of two connected members drawn at
-///   random (power of two choices, on calls in flight; see the module's documentation for
-///   what counts).
+///   random (the power of two choices), by their calls in flight through this set. A
+///   request-response call counts from the moment its member is chosen until it has its
+///   answer, retries included; a notification or a streaming call counts only while its
+///   connection is being provided, so those kinds are spread by the random draw but do not
+///   weigh on later choices.
 /// * **Failures are routed around**: a member whose peer is not [`PeerState::Ready`]
 ///   (connecting, backing off after failed dials) gets no calls; it gets them again once it
 ///   is connected. A call made while no member is connected waits for one within its
@@ -544,18 +549,20 @@ impl Provide for Pick {
     }
 }
 
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.peer.id())
+            .field("state", &self.peer.state())
+            .field("in_flight", &self.load())
+            .finish()
+    }
+}
+
 impl fmt::Debug for PeerSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let members = self.inner.members.borrow();
-        let mut list = f.debug_list();
-        for member in members.iter() {
-            list.entry(&format_args!(
-                "{} {:?} in flight: {}",
-                member.peer.id(),
-                member.peer.state(),
-                member.load()
-            ));
-        }
-        list.finish()
+        f.debug_struct("PeerSet")
+            .field("members", &*self.inner.members.borrow())
+            .finish()
     }
 }

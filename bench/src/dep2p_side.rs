@@ -318,36 +318,30 @@ impl Client {
 /// Connections kept open (and idle) until dropped.
 #[derive(Debug)]
 pub(crate) struct Idle {
-    _node: Node,
-    _conns: Vec<Connection>,
+    _conns: Vec<(Node, Connection)>,
 }
 
-/// Opens `n` connections from one client node, checking each with one echo call.
+/// Opens `n` connections, each from a client node of its own (a node keeps one connection
+/// per peer), checking each with one echo call.
 pub(crate) async fn open_idle(addr: SocketAddr, id: &str, n: usize, size: usize) -> Idle {
-    let node = client_node().await;
     let id = parse_id(id);
-    let conns: Vec<Connection> = futures::stream::iter(0..n as u64)
-        .map(|i| {
-            let node = node.clone();
-            async move {
-                let conn = node.connect(addr, id).await.expect("connect");
-                let bench = BenchClient::new(conn.clone());
-                let reply = bench
-                    .echo(ByteBuf::from(work::payload(i, size)))
-                    .await
-                    .expect("echo on a new connection");
-                assert!(
-                    work::is_payload(&reply, i, size),
-                    "echo {i} came back wrong"
-                );
-                conn
-            }
+    let conns: Vec<(Node, Connection)> = futures::stream::iter(0..n as u64)
+        .map(|i| async move {
+            let node = client_node().await;
+            let conn = node.connect(addr, id).await.expect("connect");
+            let bench = BenchClient::new(conn.clone());
+            let reply = bench
+                .echo(ByteBuf::from(work::payload(i, size)))
+                .await
+                .expect("echo on a new connection");
+            assert!(
+                work::is_payload(&reply, i, size),
+                "echo {i} came back wrong"
+            );
+            (node, conn)
         })
         .buffer_unordered(32)
         .collect()
         .await;
-    Idle {
-        _node: node,
-        _conns: conns,
-    }
+    Idle { _conns: conns }
 }

@@ -418,3 +418,77 @@ async fn generic_services_work_for_concrete_types() {
     );
     assert_eq!(patiently(store.get(8)).await.unwrap(), None);
 }
+
+// Idempotent methods: retried through a peer after a lost connection.
+
+/// A counter whose reads may run twice.
+#[service]
+pub trait Visits {
+    /// Counts a visit; the first one loses its connection before answering.
+    #[idempotent]
+    async fn visit(&self) -> u32;
+    /// The same, not marked idempotent.
+    async fn visit_once(&self) -> u32;
+}
+
+#[derive(Default)]
+struct Door(std::sync::atomic::AtomicU32);
+
+impl Door {
+    async fn enter(&self) -> u32 {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == 1 {
+            if let Some(ctx) = dep2p_runtime::CallContext::current() {
+                ctx.connection().close();
+            }
+            std::future::pending::<()>().await;
+        }
+        n
+    }
+}
+
+impl Visits for std::sync::Arc<Door> {
+    async fn visit(&self) -> u32 {
+        self.enter().await
+    }
+
+    async fn visit_once(&self) -> u32 {
+        self.enter().await
+    }
+}
+
+/// A server of `Visits` and a client of it through a peer; the door counts handler runs.
+async fn visits() -> (Node, Node, VisitsClient, std::sync::Arc<Door>) {
+    let door = std::sync::Arc::new(Door::default());
+    let server = Node::builder()
+        .serve(VisitsServer::new(std::sync::Arc::clone(&door)))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let client = Node::builder()
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind client");
+    let peer = client.peer(server.node_addr());
+    (server, client, VisitsClient::new(peer), door)
+}
+
+#[tokio::test]
+async fn an_idempotent_method_is_retried_after_its_connection_is_lost() {
+    let (_server, _client, visits, door) = visits().await;
+    let n = patiently(visits.visit().timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(door.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_method_not_marked_idempotent_is_not_retried_after_its_connection_is_lost() {
+    let (_server, _client, visits, door) = visits().await;
+    let err = patiently(visits.visit_once().timeout(Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    assert_eq!(door.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -48,6 +48,14 @@ mod tests;
 /// The declared return type travels as is, so an application error inside it (`Err(LoginError)`)
 /// reaches the caller intact, distinct from the runtime's errors.
 ///
+/// `#[idempotent]` on a request-response method (with or without `#[rpc]`) says that running
+/// its handler more than once for one call does no harm: the generated client method returns
+/// its call marked with the runtime's `Unary::idempotent`, so that a call through a
+/// reconnecting `Peer` is also retried after a transport failure before any answer (its
+/// connection lost while it was in flight), not only when it provably never reached a handler.
+/// It is never retried once answered. On a notification or a streaming method, which are
+/// never retried, it is an error; it takes no arguments.
+///
 /// A method is identified on the wire by its name, so adding or reordering methods keeps older
 /// clients working. A method cannot be named `new`, `connection` or `clone`: the generated
 /// client has methods of those names.
@@ -60,7 +68,7 @@ mod tests;
 ///
 /// # What is generated
 ///
-/// * The trait itself, kind attributes removed, each `async fn` declared as a `fn` returning
+/// * The trait itself, kind attributes and `#[idempotent]` removed, each `async fn` declared as a `fn` returning
 ///   `impl Future + Send`, with `Send + Sync + 'static` supertraits: implementors still write
 ///   `async fn`, and the server can run the handlers on any thread.
 /// * `{Trait}Client`: cheap to clone, built from a connection with `new`; one method per trait

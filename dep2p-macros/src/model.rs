@@ -13,7 +13,7 @@ use syn::{
 
 use crate::parse::Options;
 use crate::symbol::{
-    BIDI, CLIENT_STREAM, DEFAULT_CRATE, NOTIFY, RECEIVER, RPC, SENDER, SERVER_STREAM,
+    BIDI, CLIENT_STREAM, DEFAULT_CRATE, IDEMPOTENT, NOTIFY, RECEIVER, RPC, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -33,6 +33,9 @@ pub(crate) struct Method<'a> {
     pub(crate) item: &'a TraitItemFn,
     /// Every kind attribute on the method, in order; a valid method has at most one.
     pub(crate) kind_attrs: Vec<KindAttr<'a>>,
+    /// Every `#[idempotent]` on the method, in order; a valid method has at most one, and
+    /// only on a request-response method.
+    pub(crate) idempotent_attrs: Vec<&'a Attribute>,
     /// The `self` parameter, if any.
     pub(crate) receiver: Option<&'a Receiver>,
     /// Every parameter after the receiver, in declaration order.
@@ -175,6 +178,11 @@ impl<'a> Method<'a> {
             .iter()
             .filter_map(|attr| Kind::from_attr(attr).map(|kind| KindAttr { kind, attr }))
             .collect();
+        let idempotent_attrs = item
+            .attrs
+            .iter()
+            .filter(|attr| attr.path().is_ident(IDEMPOTENT))
+            .collect();
         let mut receiver = None;
         let mut args = Vec::new();
         for (index, input) in item.sig.inputs.iter().enumerate() {
@@ -190,6 +198,7 @@ impl<'a> Method<'a> {
         Method {
             item,
             kind_attrs,
+            idempotent_attrs,
             receiver,
             args,
             output,
@@ -209,6 +218,18 @@ impl<'a> Method<'a> {
     /// The kind chosen by the (first) kind attribute; request-response without one.
     pub(crate) fn kind(&self) -> Kind {
         self.kind_attrs.first().map_or(Kind::Rpc, |attr| attr.kind)
+    }
+
+    /// Whether the method is marked `#[idempotent]`: its calls may be retried after a
+    /// transport failure.
+    pub(crate) fn is_idempotent(&self) -> bool {
+        !self.idempotent_attrs.is_empty()
+    }
+
+    /// Whether `attr` is one the macro reads on a method (and removes from the trait it
+    /// emits): a kind, or `#[idempotent]`.
+    pub(crate) fn is_method_attr(attr: &Attribute) -> bool {
+        Kind::from_attr(attr).is_some() || attr.path().is_ident(IDEMPOTENT)
     }
 
     /// The attributes generated counterparts of this method carry over: docs and `#[cfg]`s.

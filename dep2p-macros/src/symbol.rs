@@ -18,6 +18,10 @@ pub(crate) const CLIENT_STREAM: &str = "client_stream";
 /// Method attribute: streams in both directions.
 pub(crate) const BIDI: &str = "bidi";
 
+/// Method attribute: a request-response method that may run more than once for one call, so a
+/// call through a peer may be retried after its connection failed mid-call.
+pub(crate) const IDEMPOTENT: &str = "idempotent";
+
 /// Last path segment of the stream end a handler sends on.
 pub(crate) const SENDER: &str = "Sender";
 /// Last path segment of the stream end a handler receives from.

@@ -53,6 +53,8 @@ fn all_kinds() {
                 #[cfg(feature = "admin")]
                 async fn kick(&self, user: String, reason: String);
 
+                /// Answers; running it twice does no harm.
+                #[idempotent]
                 async fn ping(&self);
             }
         },
@@ -69,6 +71,7 @@ fn generic() {
             where
                 K: Ord,
             {
+                #[idempotent]
                 async fn get(&self, key: K) -> Option<V>;
                 async fn put(&self, key: K, value: V);
                 #[server_stream]
@@ -87,6 +90,8 @@ fn errors_keep_the_trait() {
             trait Broken {
                 #[notify]
                 fn not_async(&self);
+                #[idempotent]
+                async fn get(&self) -> u8;
                 async fn new(&self);
             }
         },

@@ -8,7 +8,7 @@ use syn::{GenericArgument, GenericParam, Meta, Pat, PathArguments, ReturnType, T
 
 use crate::errors::Errors;
 use crate::model::{Kind, Method, Role, Service};
-use crate::symbol::{CLIENT_RESERVED, RECEIVER, SENDER};
+use crate::symbol::{CLIENT_RESERVED, IDEMPOTENT, RECEIVER, SENDER};
 
 /// Checks the whole service.
 pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
@@ -25,6 +25,7 @@ pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
         kind_attribute_has_no_arguments(method, errors);
         one_kind_per_method(method, errors);
         notify_returns_nothing(method, errors);
+        idempotent_only_on_rpc(method, errors);
         stream_ends_match_kind(method, errors);
     }
     unique_method_names(service, errors);
@@ -218,6 +219,35 @@ fn one_kind_per_method(method: &Method<'_>, errors: &mut Errors) {
         };
         errors.spanned(extra.attr, message);
     }
+}
+
+/// `#[idempotent]` lets a request-response call be retried after a transport failure; the
+/// other kinds are never retried. It takes no arguments and is written once.
+fn idempotent_only_on_rpc(method: &Method<'_>, errors: &mut Errors) {
+    let Some((first, rest)) = method.idempotent_attrs.split_first() else {
+        return;
+    };
+    if !matches!(first.meta, Meta::Path(_)) {
+        errors.spanned(
+            &first.meta,
+            format_args!("`#[{IDEMPOTENT}]` takes no arguments"),
+        );
+    }
+    for extra in rest {
+        errors.spanned(extra, format_args!("duplicate `#[{IDEMPOTENT}]`"));
+    }
+    // With several kinds, `one_kind_per_method` reports the method.
+    if method.kind_attrs.len() > 1 || method.kind() == Kind::Rpc {
+        return;
+    }
+    errors.spanned(
+        first,
+        format_args!(
+            "`#[{IDEMPOTENT}]` applies to request-response methods only: a `#[{}]` call is \
+             never retried",
+            method.kind().attr_name()
+        ),
+    );
 }
 
 /// A notification has no response, so nothing could carry a return value.

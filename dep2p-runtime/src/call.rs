@@ -38,6 +38,8 @@ pub struct Call<K, A> {
     args: A,
     timeout: Option<Duration>,
     metadata: Vec<(String, String)>,
+    /// Whether the call may be retried after a transport failure (request-response only).
+    idempotent: bool,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -48,6 +50,7 @@ impl<K, A> fmt::Debug for Call<K, A> {
             .field("method", &self.method)
             .field("timeout", &self.timeout)
             .field("metadata", &self.metadata)
+            .field("idempotent", &self.idempotent)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +70,7 @@ impl<K, A> Call<K, A> {
             args,
             timeout: None,
             metadata: Vec::new(),
+            idempotent: false,
             _kind: PhantomData,
         }
     }
@@ -207,18 +211,22 @@ impl<A: Serialize> Outgoing<A> {
 
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
     async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Error> {
-        self.attempt(kind, deadline).await.map_err(|(err, _)| err)
+        self.attempt(kind, deadline)
+            .await
+            .map_err(|failed| failed.err)
     }
 
-    /// [`start`](Self::start), which gives the call back with the error when it provably
-    /// never reached a handler: no stream could be opened, or the callee refused the call
-    /// (overloaded, shutting down) before serving it.
-    async fn attempt(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Unreached<A>> {
+    /// [`start`](Self::start), which gives the call back with the error and says whether it
+    /// may be tried again: always when it provably never reached a handler (no stream could
+    /// be opened, or the callee refused the call — overloaded, shutting down — before serving
+    /// it), if it is idempotent when the transport failed under it.
+    async fn attempt(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Failed<A>> {
         let max_message = self.conn.config().max_message_size;
         // Encoding first fails an oversized call before it takes a stream.
-        let mut frame = self
-            .frame(kind, deadline.remaining())
-            .map_err(|e| (e, None))?;
+        let mut frame = match self.frame(kind, deadline.remaining()) {
+            Ok(frame) => frame,
+            Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+        };
         // The stream is opened in a scope of its own: what it borrows of the call ends there.
         let opened = {
             let conn = self.conn.quic();
@@ -239,7 +247,7 @@ impl<A: Serialize> Outgoing<A> {
         let ((mut send, recv), waited) = match opened {
             Ok(opened) => opened,
             // No stream: nothing reached the peer.
-            Err(err) => return Err((Error::from_connection(&err), Some(self))),
+            Err(err) => return Err(Failed::new(Error::from_connection(&err), self, Retry::Safe)),
         };
         if waited {
             // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
@@ -249,9 +257,12 @@ impl<A: Serialize> Outgoing<A> {
             if let Some(left) = deadline.remaining() {
                 if left.is_zero() {
                     let _ = send.reset(wire::STREAM_CANCELLED.into());
-                    return Err((Error::Timeout, None));
+                    return Err(Failed::new(Error::Timeout, self, Retry::Never));
                 }
-                frame = self.frame(kind, Some(left)).map_err(|e| (e, None))?;
+                frame = match self.frame(kind, Some(left)) {
+                    Ok(frame) => frame,
+                    Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+                };
             }
         }
         let mut reader = recv.map(|recv| self.conn.reader(recv));
@@ -265,9 +276,13 @@ impl<A: Serialize> Outgoing<A> {
                 _ => None,
             };
             return Err(match refusal {
-                Some(refusal) if is_refusal(&refusal) => (refusal, Some(self)),
-                Some(other) => (other, None),
-                None => (err, None),
+                Some(refusal) if is_refusal(&refusal) => Failed::new(refusal, self, Retry::Safe),
+                // The callee answered.
+                Some(other) => Failed::new(other, self, Retry::Never),
+                None => {
+                    let retry = Retry::after_transport_failure(&err);
+                    Failed::new(err, self, retry)
+                }
             });
         }
         if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
@@ -283,8 +298,53 @@ impl<A: Serialize> Outgoing<A> {
     }
 }
 
-/// A failed attempt: the error, and the call back if it provably never reached a handler.
-type Unreached<A> = (Error, Option<Outgoing<A>>);
+/// A failed attempt: the error, the call back, and whether it may be tried again.
+struct Failed<A> {
+    err: Error,
+    call: Outgoing<A>,
+    retry: Retry,
+}
+
+impl<A> Failed<A> {
+    fn new(err: Error, call: Outgoing<A>, retry: Retry) -> Self {
+        Failed { err, call, retry }
+    }
+}
+
+/// Whether a failed attempt of a request-response call may be tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// It provably never reached a handler: any call may be retried.
+    Safe,
+    /// The transport failed under it: it may have reached its handler, but no answer came.
+    /// Only an idempotent call is retried.
+    IfIdempotent,
+    /// It was answered, timed out or failed locally: never retried.
+    Never,
+}
+
+impl Retry {
+    /// How a transport error met before any answer counts: the connection lost or closed by
+    /// a peer shutting down, the stream reset (a restarting peer), no connection in time.
+    fn after_transport_failure(err: &Error) -> Retry {
+        match err {
+            Error::ConnectionLost(_)
+            | Error::Cancelled
+            | Error::ShuttingDown
+            | Error::Unreachable { .. } => Retry::IfIdempotent,
+            _ => Retry::Never,
+        }
+    }
+
+    /// Whether a call that is (or is not) idempotent is tried again.
+    fn allows(self, idempotent: bool) -> bool {
+        match self {
+            Retry::Safe => true,
+            Retry::IfIdempotent => idempotent,
+            Retry::Never => false,
+        }
+    }
+}
 
 /// Whether a STATUS a callee answered with refuses the call before any handler ran: it is
 /// over its limits or shutting down (`docs/PROTOCOL.md`, section 9). A handler's run never
@@ -355,6 +415,26 @@ impl<A> Started<A> {
     }
 }
 
+impl<A, R> Call<UnaryKind<R>, A> {
+    /// Marks this call idempotent: running its handler more than once for it does no harm.
+    ///
+    /// Through a [`Peer`](crate::Peer), an idempotent call is then retried, as its
+    /// [`RetryPolicy`](crate::RetryPolicy) allows, not only when it provably never reached a
+    /// handler but also after a transport failure before any answer: its connection lost or
+    /// closed while it was in flight ([`Error::ConnectionLost`], [`Error::ShuttingDown`]), its
+    /// stream reset by a restarting peer ([`Error::Cancelled`]), no connection in time
+    /// ([`Error::Unreachable`]). It is never retried once answered — with its result, or any
+    /// error the peer sent other than the refusals every call is retried after — nor after
+    /// [`Error::Timeout`]: its one deadline spans every attempt. Through a
+    /// [`Connection`] nothing is retried.
+    ///
+    /// Methods marked `#[idempotent]` in a `#[service]` trait return their calls marked so.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+}
+
 /// Marks a request-response call returning `R`.
 #[derive(Debug)]
 pub enum UnaryKind<R> {
@@ -421,19 +501,27 @@ where
                 .answer(async move {
                     // `started` lives until the answer is read: its connection handle keeps a
                     // dialed connection open for the call.
+                    let idempotent = self.idempotent;
                     let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
                     let mut attempts = 1;
                     loop {
-                        let (err, call) = match outgoing.attempt(Kind::Unary, deadline).await {
+                        let failed = match outgoing.attempt(Kind::Unary, deadline).await {
                             Ok(mut started) => {
                                 let reader = started
                                     .reader
                                     .as_mut()
                                     .ok_or_else(|| Error::Protocol("no response stream".into()))?;
-                                match refused(reader).await? {
-                                    Some(refusal) => (refusal, Some(started.call)),
+                                match refused(reader).await {
+                                    Ok(Some(refusal)) => {
+                                        Failed::new(refusal, started.call, Retry::Safe)
+                                    }
+                                    // No answer came: the transport failed under the call.
+                                    Err(err) => {
+                                        let retry = Retry::after_transport_failure(&err);
+                                        Failed::new(err, started.call, retry)
+                                    }
                                     // The frame is there: reading it waits no more.
-                                    None => {
+                                    Ok(None) => {
                                         let result = stream::read_result(reader).await;
                                         reader.try_finish();
                                         if let (Ok(_), Some(retries)) = (&result, &retries) {
@@ -443,17 +531,24 @@ where
                                     }
                                 }
                             }
-                            Err(unreached) => unreached,
+                            Err(failed) => failed,
                         };
-                        // Only a call that never reached a handler is tried again, through a
-                        // target that retries, while the policy and its budget allow.
-                        let (Some(mut call), Some(retries)) = (call, &retries) else {
+                        // A call that never reached a handler, or an idempotent one whose
+                        // transport failed, is tried again through a target that retries,
+                        // while the policy and its budget allow.
+                        let Failed {
+                            err,
+                            mut call,
+                            retry,
+                        } = failed;
+                        let Some(retries) = retries.as_ref().filter(|_| retry.allows(idempotent))
+                        else {
                             return Err(err);
                         };
                         let Some(delay) = retries.retry_after(attempts) else {
                             return Err(err);
                         };
-                        tracing::debug!(%err, attempts, ?delay, "call refused before it was served: retrying");
+                        tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
                         tokio::time::sleep(delay).await;
                         call.conn = retries.connection(&deadline).await?;
                         outgoing = call;

@@ -67,11 +67,14 @@ pub enum PeerState {
 ///   one until its deadline (a call without a deadline, a streaming call say: up to the
 ///   node's connect timeout) and fails with [`Error::Unreachable`] if none comes. A call
 ///   already in flight when the connection is lost fails with
-///   [`Error::ConnectionLost`]; it is not retried, since it may have reached its handler.
+///   [`Error::ConnectionLost`]; it is not retried, since it may have reached its handler,
+///   unless it is idempotent.
 /// * **Retrying only what is safe**: a request-response call that provably never reached a
 ///   handler (no stream could be opened, or the peer refused it as overloaded or shutting
 ///   down) is tried again within its deadline, as [`RetryPolicy`] allows; see
-///   [`set_retry_policy`](Self::set_retry_policy).
+///   [`set_retry_policy`](Self::set_retry_policy). An idempotent call
+///   ([`Unary::idempotent`](crate::Call::idempotent), `#[idempotent]` methods) is also tried
+///   again after a transport failure before any answer.
 /// * **Observable**: [`state`](Self::state) and [`watch`](Self::watch) report
 ///   [`PeerState`].
 ///
@@ -157,7 +160,8 @@ impl Peer {
 
     /// Sets when request-response calls through this peer (and its clones) are retried; see
     /// [`RetryPolicy`]. Default: [`RetryPolicy::default`], which only ever retries calls that
-    /// provably never reached a handler. [`RetryPolicy::never`] turns retries off.
+    /// provably never reached a handler, and idempotent calls whose transport failed before
+    /// any answer. [`RetryPolicy::never`] turns retries off.
     pub fn set_retry_policy(&self, policy: RetryPolicy) {
         self.inner.retries.set(policy);
     }

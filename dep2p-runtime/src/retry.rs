@@ -1,5 +1,6 @@
-//! Retrying calls that never reached a handler: [`RetryPolicy`], its retry budget, and the
-//! jittered exponential backoff that reconnecting and retrying share.
+//! Retrying calls that never reached a handler (and idempotent calls whose transport failed):
+//! [`RetryPolicy`], its retry budget, and the jittered exponential backoff that reconnecting
+//! and retrying share.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -15,6 +16,12 @@ use std::time::Duration;
 /// is never retried, so a method that is not idempotent is never run twice on the peer's side
 /// by a retry. Notifications and the streaming kinds are not retried.
 ///
+/// A call marked **idempotent** (a method marked `#[idempotent]`, or
+/// [`Unary::idempotent`](crate::Call::idempotent)) is also retried after a transport failure
+/// before any answer: lost with its connection, its stream reset, no connection in time. It is
+/// never retried once answered (with its result or any error the peer sent but the refusals
+/// above), nor after its deadline.
+///
 /// Every attempt shares the call's one deadline: a retry waits for the backoff and for the
 /// peer's connection within what is left, and a call whose deadline passes fails as usual.
 ///
@@ -25,6 +32,9 @@ use std::time::Duration;
 ///
 /// Default: up to 3 attempts, backoff from 20 ms doubling up to 1 s with equal jitter, a
 /// budget of 10 tokens refilled by 0.1 per answered call.
+///
+/// A failed attempt retried for either reason counts the same: it takes a token and an
+/// attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
     max_attempts: u32,
@@ -107,7 +117,8 @@ impl Retries {
         }
     }
 
-    /// After `attempts` attempts, the last refused before it was served: the wait before the
+    /// After `attempts` attempts, the last one failed in a way that allows a retry (refused
+    /// before it was served, or an idempotent call's transport failed): the wait before the
     /// next, or `None` to give up. Takes a token.
     pub(crate) fn after_refusal(&self, attempts: u32) -> Option<Duration> {
         let mut state = self.policy.lock().ok()?;

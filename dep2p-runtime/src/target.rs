@@ -58,7 +58,8 @@ pub(crate) trait Provide: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send + 'a>>;
 
     /// After `attempts` attempts of a request-response call, the last of which provably never
-    /// reached a handler (see [`RetryPolicy`](crate::RetryPolicy)): how long to wait before
+    /// reached a handler, or, for an idempotent call, failed in transport before any answer
+    /// (see [`RetryPolicy`](crate::RetryPolicy)): how long to wait before
     /// the next one, or `None` to give up. Counts the failure against any retry budget.
     fn retry_after(&self, attempts: u32) -> Option<Duration>;
 

@@ -6,6 +6,7 @@
 mod child;
 mod common;
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -218,4 +219,64 @@ async fn a_peer_that_never_answers_is_unreachable_at_the_calls_deadline() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
         "{took:?}"
     );
+}
+
+/// The test service's `sleep`, called through a peer.
+fn sleep_via(peer: &Peer, ms: u64) -> Unary<(u64,), u64> {
+    Unary::new(peer, SERVICE, "sleep", (ms,))
+}
+
+/// Starts a `sleep` of `ms` through a peer of a node in a child process, kills that process
+/// while the handler sleeps and restarts it on the same port: what the call gives.
+async fn sleep_across_a_restart(test: &str, key: &KeyFile, idempotent: bool) -> Result<u64, Error> {
+    let first = NodeProcess::start(test, &key.path, 0);
+    let addr = first.addr;
+    let client = client(
+        Node::builder()
+            .idle_connection_timeout(Duration::from_secs(1))
+            .keep_alive_interval(Duration::from_millis(250)),
+    )
+    .await;
+    let peer = client.peer(dep2p_runtime::NodeAddr::new(key.key.public()).with_addr(addr));
+    peer.connection(Duration::from_secs(5)).await.unwrap();
+    let call = sleep_via(&peer, 1_000).timeout(Duration::from_secs(10));
+    let call = if idempotent { call.idempotent() } else { call };
+    let call = tokio::spawn(call.into_future());
+    // The handler is asleep when the process dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.kill();
+    let second = NodeProcess::start(test, &key.path, addr.port());
+    assert_eq!(second.addr, addr);
+    let result = call.await.unwrap();
+    drop(second);
+    result
+}
+
+#[test]
+fn an_idempotent_call_lost_with_a_killed_process_is_retried_after_the_restart() {
+    const TEST: &str = "an_idempotent_call_lost_with_a_killed_process_is_retried_after_the_restart";
+    child::run_if_child();
+    let key = KeyFile::new("reconnect-idempotent");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let started = Instant::now();
+        let slept = sleep_across_a_restart(TEST, &key, true).await.unwrap();
+        assert_eq!(slept, 1_000);
+        eprintln!("answered {:?} after the call", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(10));
+    });
+}
+
+#[test]
+fn a_call_not_marked_idempotent_lost_with_a_killed_process_fails() {
+    const TEST: &str = "a_call_not_marked_idempotent_lost_with_a_killed_process_fails";
+    child::run_if_child();
+    let key = KeyFile::new("reconnect-not-idempotent");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let err = sleep_across_a_restart(TEST, &key, false)
+            .await
+            .expect_err("a call that may have reached its handler was sent again");
+        assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    });
 }

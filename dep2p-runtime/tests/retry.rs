@@ -1,5 +1,7 @@
-//! Retries through a `Peer`: only calls that provably never reached a handler are tried
-//! again, all within the call's one deadline; a call that reached its handler never runs twice.
+//! Retries through a `Peer`: calls that provably never reached a handler are tried again, all
+//! within the call's one deadline; a call that reached its handler never runs twice, unless it
+//! is idempotent and its connection failed before any answer. No call is retried once
+//! answered.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -16,6 +18,15 @@ pub trait Counted {
     async fn count(&self) -> u32;
     /// Counts the call, then closes the connection it came on before answering.
     async fn count_and_drop(&self) -> u32;
+    /// Counts the call; the first one closes the connection it came on before answering.
+    #[idempotent]
+    async fn drop_first(&self) -> u32;
+    /// Counts the call, then answers with an application error.
+    #[idempotent]
+    async fn fail(&self) -> Result<u32, String>;
+    /// Counts the call, then panics.
+    #[idempotent]
+    async fn crash(&self) -> u32;
 }
 
 #[derive(Default)]
@@ -23,6 +34,9 @@ struct Counts {
     hold: AtomicU32,
     count: AtomicU32,
     dropped: AtomicU32,
+    drop_first: AtomicU32,
+    failed: AtomicU32,
+    crashed: AtomicU32,
     release: Notify,
 }
 
@@ -47,6 +61,38 @@ impl Counted for Counter {
         std::future::pending::<()>().await;
         n
     }
+
+    async fn drop_first(&self) -> u32 {
+        let n = self.0.drop_first.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == 1 {
+            if let Some(ctx) = CallContext::current() {
+                ctx.connection().close();
+            }
+            std::future::pending::<()>().await;
+        }
+        n
+    }
+
+    async fn fail(&self) -> Result<u32, String> {
+        let n = self.0.failed.fetch_add(1, Ordering::SeqCst) + 1;
+        Err(format!("failure {n}"))
+    }
+
+    async fn crash(&self) -> u32 {
+        let n = self.0.crashed.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > 0 {
+            panic!("crash {n}");
+        }
+        n
+    }
+}
+
+/// A policy that would retry many times.
+fn generous() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_attempts(100)
+        .backoff(Duration::from_millis(10), Duration::from_millis(40))
+        .budget(1_000, 0.1)
 }
 
 /// A server that takes one call at a time per connection, and a peer of it.
@@ -173,4 +219,81 @@ async fn a_call_that_reached_its_handler_is_never_retried() {
         1,
         "the handler ran twice"
     );
+}
+
+#[tokio::test]
+async fn a_call_that_reached_its_handler_fails_with_connection_lost_and_ran_once() {
+    let (_server, _client, peer, counts) = setup().await;
+    peer.set_retry_policy(generous());
+    let err = CountedClient::new(peer.clone())
+        .count_and_drop()
+        .timeout(Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_idempotent_call_whose_connection_is_lost_is_retried_and_succeeds() {
+    let (_server, _client, peer, counts) = setup().await;
+    peer.set_retry_policy(generous());
+    let started = Instant::now();
+    let n = CountedClient::new(peer.clone())
+        .drop_first()
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "the answer came from the second run");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(counts.drop_first.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_call_marked_idempotent_by_its_caller_is_retried_within_the_policys_attempts() {
+    let (_server, _client, peer, counts) = setup().await;
+    peer.set_retry_policy(generous().max_attempts(3));
+    // Every run loses the connection: three attempts, then the last failure is the answer.
+    let err = CountedClient::new(peer.clone())
+        .count_and_drop()
+        .idempotent()
+        .timeout(Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counts.dropped.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_idempotent_call_is_never_retried_after_an_answer() {
+    let (_server, _client, peer, counts) = setup().await;
+    peer.set_retry_policy(generous());
+    let client = CountedClient::new(peer.clone());
+    let failed = client.fail().await.unwrap();
+    assert_eq!(failed, Err("failure 1".to_string()));
+    let err = client.crash().await.unwrap_err();
+    assert!(matches!(err, Error::HandlerFailed(_)), "{err:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(counts.failed.load(Ordering::SeqCst), 1);
+    assert_eq!(counts.crashed.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_idempotent_call_is_never_retried_after_its_deadline() {
+    let (_server, _client, peer, counts) = setup().await;
+    peer.set_retry_policy(generous());
+    let _held = occupy(&peer, &counts).await;
+    // The only place is taken until the deadline: refused, retried, then out of time.
+    let err = CountedClient::new(peer.clone())
+        .count()
+        .idempotent()
+        .timeout(Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Timeout), "{err:?}");
+    counts.release.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(counts.count.load(Ordering::SeqCst), 0);
 }

@@ -119,8 +119,9 @@ fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     let args = tuple(method.messages().map(|arg| &arg.binding));
     // Spanned at the method, so that a message type the runtime cannot carry is reported in
     // the trait rather than at the attribute.
+    let idempotent = method.is_idempotent().then(|| quote!(.idempotent()));
     let body = respan(
-        quote!(#constructor::new(&self.target, Self::SERVICE_NAME, #wire_name, #args)),
+        quote!(#constructor::new(&self.target, Self::SERVICE_NAME, #wire_name, #args) #idempotent),
         ident.span(),
     );
     quote! {

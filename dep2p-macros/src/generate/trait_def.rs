@@ -9,13 +9,13 @@ use syn::{
     Type,
 };
 
-use crate::model::Kind;
+use crate::model::Method;
 
 /// What is emitted when the service has errors: the user's trait, so that code using it
-/// keeps compiling, with the kind attributes removed. Duplicate methods and argument patterns,
+/// keeps compiling, with the kind attributes and `#[idempotent]` removed. Duplicate methods and argument patterns,
 /// which the compiler would report a second time, are left out.
 pub(crate) fn fallback(item: &ItemTrait) -> ItemTrait {
-    let mut item = strip_kind_attrs(item);
+    let mut item = strip_method_attrs(item);
     let mut seen = HashSet::new();
     item.items.retain(|trait_item| match trait_item {
         TraitItem::Fn(method) => seen.insert(method.sig.ident.unraw().to_string()),
@@ -40,13 +40,11 @@ pub(crate) fn fallback(item: &ItemTrait) -> ItemTrait {
     item
 }
 
-fn strip_kind_attrs(item: &ItemTrait) -> ItemTrait {
+fn strip_method_attrs(item: &ItemTrait) -> ItemTrait {
     let mut item = item.clone();
     for trait_item in &mut item.items {
         if let TraitItem::Fn(method) = trait_item {
-            method
-                .attrs
-                .retain(|attr| !Kind::ALL.iter().any(|(_, name)| attr.path().is_ident(name)));
+            method.attrs.retain(|attr| !Method::is_method_attr(attr));
         }
     }
     item
@@ -56,7 +54,7 @@ fn strip_kind_attrs(item: &ItemTrait) -> ItemTrait {
 /// trait requires `Send + Sync + 'static`, so the server can run handlers on any thread.
 /// Implementors still write `async fn`.
 pub(super) fn trait_def(item: &ItemTrait) -> ItemTrait {
-    let mut item = strip_kind_attrs(item);
+    let mut item = strip_method_attrs(item);
     for trait_item in &mut item.items {
         let TraitItem::Fn(method) = trait_item else {
             continue;

@@ -25,8 +25,9 @@ pub trait Chat {
     /// Request-response: the default kind.
     async fn login(&self, user: String) -> Result<u64, LoginError>;
 
-    /// Request-response, said explicitly.
+    /// Request-response, said explicitly, and idempotent: retried after a lost connection.
     #[rpc]
+    #[idempotent]
     async fn whoami(&self) -> String;
 
     /// One-way.

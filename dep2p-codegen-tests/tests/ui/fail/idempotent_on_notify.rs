@@ -1,0 +1,10 @@
+use dep2p_runtime::service;
+
+#[service]
+pub trait Chat {
+    #[idempotent]
+    #[notify]
+    async fn typing(&self);
+}
+
+fn main() {}

@@ -129,10 +129,7 @@ impl ServerCertVerifier for ExpectedPeer {
         if presented == self.expected {
             Ok(ServerCertVerified::assertion())
         } else {
-            // Sent as the TLS alert `access_denied`.
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
+            Err(access_denied())
         }
     }
 
@@ -142,9 +139,7 @@ impl ServerCertVerifier for ExpectedPeer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(
@@ -159,6 +154,17 @@ impl ServerCertVerifier for ExpectedPeer {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         ED25519_ONLY.supported_schemes()
     }
+}
+
+/// QUIC runs on TLS 1.3 only: a TLS 1.2 signature is never checked.
+fn tls12_refused() -> rustls::Error {
+    rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic)
+}
+
+/// The error rustls sends as the TLS alert `access_denied`: the key is valid, but not the
+/// one wanted (or not one let in).
+fn access_denied() -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
 }
 
 /// The TLS alert a listener sends a dialer its [`Gate`] refuses: `access_denied` (49), which
@@ -190,10 +196,7 @@ impl ClientCertVerifier for AnyPeer {
         match &self.gate {
             Some((gate, addr)) if !gate.allows(id, *addr) => {
                 tracing::debug!(remote = %id.fmt_short(), %addr, "connection refused: not accepted");
-                // Sent as the TLS alert `access_denied`.
-                Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                ))
+                Err(access_denied())
             }
             _ => Ok(ClientCertVerified::assertion()),
         }
@@ -205,9 +208,7 @@ impl ClientCertVerifier for AnyPeer {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(tls12_refused())
     }
 
     fn verify_tls13_signature(

@@ -10,6 +10,7 @@ use tracing::Instrument;
 use crate::connection::{Connection, Link};
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
+use crate::id::Short;
 use crate::incoming::{reject, IncomingCall};
 use crate::service::Services;
 use crate::trace;
@@ -25,7 +26,7 @@ use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 pub(crate) fn spawn<T: Send + 'static>(link: Arc<Link>, services: Arc<Services>, on_close: T) {
     let span = tracing::debug_span!(
         "connection",
-        remote = %link.remote().fmt_short(),
+        remote = %Short(link.remote()),
         direction = ?link.direction(),
         address = %link.quic().remote_address(),
     );
@@ -175,14 +176,14 @@ async fn serve_stream(
     if deadline.is_expired() {
         return refuse(&conn, reader, send, Error::Timeout).await;
     }
-    // Its fields are evaluated only if a subscriber takes DEBUG spans of this crate.
+    // No field is formatted unless something takes the span.
     let span = tracing::debug_span!(
         "call",
         side = "server",
         service = %peer_text(header.service()),
         method = %peer_text(header.method()),
         kind = header.kind.name(),
-        peer = %conn.remote_id().fmt_short(),
+        peer = %Short(conn.remote_id()),
     );
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
     trace::served(span, service.call(call)).await;

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::hold::Hold;
 use crate::stream::{self, Receiver, Response, Sender};
 use crate::target::{Retries, Target};
+use crate::trace;
 use crate::wire::{self, CallHeader, FrameReader, Kind, TAG_STATUS};
 
 /// The future an awaited call becomes.
@@ -114,6 +115,31 @@ struct Outgoing<A> {
     method: &'static str,
     args: A,
     metadata: Vec<(String, String)>,
+}
+
+impl<K, A> Call<K, A> {
+    /// The call's span; the peer is recorded once the call has a connection.
+    fn span(&self, kind: Kind) -> tracing::Span {
+        tracing::debug_span!(
+            "call",
+            side = "client",
+            service = self.service,
+            method = self.method,
+            kind = kind.name(),
+            peer = tracing::field::Empty,
+        )
+    }
+}
+
+/// Records the peer of the call being made in its span.
+fn record_peer(conn: &Connection) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record(
+            "peer",
+            tracing::field::display(conn.remote_id().fmt_short()),
+        );
+    }
 }
 
 impl<K, A: Serialize> Call<K, A> {
@@ -493,7 +519,8 @@ where
     type IntoFuture = CallResult<R>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        let span = self.span(Kind::Unary);
+        Box::pin(trace::called(span, async move {
             let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
@@ -503,6 +530,7 @@ where
                     // dialed connection open for the call.
                     let idempotent = self.idempotent;
                     let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
+                    record_peer(&outgoing.conn);
                     let mut attempts = 1;
                     loop {
                         let failed = match outgoing.attempt(Kind::Unary, deadline).await {
@@ -551,12 +579,13 @@ where
                         tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
                         tokio::time::sleep(delay).await;
                         call.conn = retries.connection(&deadline).await?;
+                        record_peer(&call.conn);
                         outgoing = call;
                         attempts += 1;
                     }
                 })
                 .await
-        })
+        }))
     }
 }
 
@@ -568,10 +597,12 @@ where
     type IntoFuture = CallResult<()>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        let span = self.span(Kind::Notify);
+        Box::pin(trace::called(span, async move {
             let config = self.target.config();
             let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
             let started = self.open(Kind::Notify, Some(default)).await?;
+            record_peer(&started.call.conn);
             // A connection this node dialed closes once nothing uses it: the notification keeps
             // it open until the peer has it.
             let hold = started
@@ -583,7 +614,7 @@ where
                 deliver(started.send, hold, idle);
             }
             Ok(())
-        })
+        }))
     }
 }
 
@@ -607,13 +638,15 @@ where
     type IntoFuture = CallResult<(Receiver<T>, Response<R>)>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        let span = self.span(Kind::ServerStream);
+        Box::pin(trace::called(span, async move {
             let started = self.open(Kind::ServerStream, None).await?;
+            record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
             Ok(Receiver::with_response(reader, deadline, hold))
-        })
+        }))
     }
 }
 
@@ -627,13 +660,15 @@ where
     type IntoFuture = CallResult<(Sender<T>, Response<R>)>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        let span = self.span(Kind::ClientStream);
+        Box::pin(trace::called(span, async move {
             let started = self.open(Kind::ClientStream, None).await?;
+            record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let response = Response::from_reader(reader, deadline, hold);
             Ok((sender, response))
-        })
+        }))
     }
 }
 
@@ -648,12 +683,14 @@ where
     type IntoFuture = CallResult<(Sender<I>, Receiver<O>, Response<R>)>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
+        let span = self.span(Kind::Bidi);
+        Box::pin(trace::called(span, async move {
             let started = self.open(Kind::Bidi, None).await?;
+            record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let (receiver, response) = Receiver::with_response(reader, deadline, hold);
             Ok((sender, receiver, response))
-        })
+        }))
     }
 }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use crate::connection::{Connection, Link};
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
+use crate::id::Short;
 use crate::incoming::{reject, IncomingCall};
 use crate::service::Services;
+use crate::trace;
 use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 
 /// Serves the calls `link`'s peer makes, in a task of its own, until the connection closes;
@@ -18,11 +21,23 @@ use crate::wire::{self, FrameReader, Kind, TAG_CALL};
 ///
 /// The engine holds the connection's [`Link`], which does not keep it open: each call the
 /// peer makes gets a [`Connection`] handle of its own, which does while the call is served.
+///
+/// The task runs in the connection's DEBUG span, which logs why the connection closed.
 pub(crate) fn spawn<T: Send + 'static>(link: Arc<Link>, services: Arc<Services>, on_close: T) {
-    tokio::spawn(async move {
-        serve(link, services).await;
+    let span = tracing::debug_span!(
+        "connection",
+        remote = %Short(link.remote()),
+        direction = ?link.direction(),
+        address = %link.quic().remote_address(),
+    );
+    let run = async move {
+        serve(Arc::clone(&link), services).await;
+        if let Some(reason) = link.quic().close_reason() {
+            tracing::debug!(reason = %Error::from_connection(&reason), "connection closed");
+        }
         drop(on_close);
-    });
+    };
+    tokio::spawn(run.instrument(span));
 }
 
 /// Accepts the streams the peer opens and serves each as a call, until the connection closes.
@@ -161,8 +176,17 @@ async fn serve_stream(
     if deadline.is_expired() {
         return refuse(&conn, reader, send, Error::Timeout).await;
     }
+    // No field is formatted unless something takes the span.
+    let span = tracing::debug_span!(
+        "call",
+        side = "server",
+        service = %peer_text(header.service()),
+        method = %peer_text(header.method()),
+        kind = header.kind.name(),
+        peer = %Short(conn.remote_id()),
+    );
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
-    service.call(call).await;
+    trace::served(span, service.call(call)).await;
 }
 
 /// Answers a stream that will not be served, telling the peer to stop sending on it.

@@ -114,6 +114,31 @@ impl Error {
         )
     }
 
+    /// A short name for the kind of error, for logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Error::Timeout => "deadline_exceeded",
+            Error::Cancelled => "cancelled",
+            Error::IdleTimeout => "idle_timeout",
+            Error::Unreachable { .. } => "unreachable",
+            Error::Refused { .. } => "refused",
+            Error::WrongNodeId { .. } => "wrong_node_id",
+            Error::UnknownService(_) => "unknown_service",
+            Error::UnknownMethod(_) => "unknown_method",
+            Error::MessageTooLarge(_) => "message_too_large",
+            Error::Decode(_) => "decode",
+            Error::HandlerFailed(_) => "handler_failed",
+            Error::Overloaded(_) => "overloaded",
+            Error::ConnectionLost(_) => "connection_lost",
+            Error::ShuttingDown => "shutting_down",
+            Error::Closed => "closed",
+            Error::Protocol(_) => "protocol",
+            Error::Io(_) => "io",
+            Error::InvalidKey(_) => "invalid_key",
+            Error::Config(_) => "config",
+        }
+    }
+
     /// The status a handler side reports to the caller for this error.
     pub(crate) fn status_code(&self) -> StatusCode {
         match self {

@@ -33,6 +33,16 @@ impl NodeId {
     }
 }
 
+/// A node id in its short form ([`NodeId::fmt_short`]), made only when it is formatted: a
+/// log field that costs nothing unless written.
+pub(crate) struct Short(pub(crate) NodeId);
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.fmt_short())
+    }
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let upper = BASE32.encode(&self.0);

@@ -19,6 +19,7 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
 use crate::stream::{Receiver, Sender};
+use crate::trace::set_outcome;
 use crate::wire::{self, FrameReader, IncomingHeader, Kind, TAG_RESULT};
 
 /// The future that serves one call.
@@ -156,14 +157,18 @@ impl IncomingCall {
             let context = self.context.clone();
             let run = context.scope(guarded(move || handler(args)));
             match self.deadline.within(run).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => set_outcome("ok"),
                 Ok(Err(panic)) => {
-                    self.panicked("running a notification handler", &panic);
+                    let err = self.panicked("running a notification handler", &panic);
+                    set_outcome(err.name());
                 }
-                Err(_) => tracing::debug!(
-                    method = %peer_text(self.method()),
-                    "notification deadline passed"
-                ),
+                Err(_) => {
+                    set_outcome(Error::Timeout.name());
+                    tracing::debug!(
+                        method = %peer_text(self.method()),
+                        "notification deadline passed"
+                    );
+                }
             }
         })
     }
@@ -359,6 +364,7 @@ async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes
 
 /// Answers a call that will not be served with the status for `err`.
 pub(crate) async fn reject(conn: &Connection, send: Option<quinn::SendStream>, err: &Error) {
+    set_outcome(err.name());
     let Some(send) = send else { return };
     let frame = wire::encode_status(err.status_code(), &err.status_message());
     end_stream(conn, send, frame).await;
@@ -413,7 +419,10 @@ async fn respond<R, Fut>(
         Poll::Pending => tokio::select! {
             outcome = deadline.within(run.as_mut()) => outcome,
             // Returning drops `run`, which cancels the handler.
-            () = &mut caller_gone => return,
+            () = &mut caller_gone => {
+                set_outcome(Error::Cancelled.name());
+                return;
+            }
         },
     };
     let encoded = match &outcome {
@@ -436,6 +445,10 @@ async fn respond<R, Fut>(
         Ok(Err(panic)) => Err(call.panicked("running the handler", panic)),
         Err(_) => Err(Error::Timeout),
     };
+    set_outcome(match &encoded {
+        Ok(_) => "ok",
+        Err(err) => err.name(),
+    });
     let frame = encoded.unwrap_or_else(|err| {
         let message = match err {
             Error::Timeout => "deadline exceeded".to_string(),

@@ -70,6 +70,7 @@ mod dispatch;
 mod incoming;
 mod service;
 mod target;
+mod trace;
 
 mod node;
 

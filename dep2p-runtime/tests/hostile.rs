@@ -19,9 +19,10 @@ const SOON: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------------------------
 // Every wait bounded.
 
-#[tokio::test]
-async fn a_deadline_longer_than_the_idle_bound_is_kept() {
-    let probe = probe();
+/// A server of the test service and a client whose idle bound is 300 ms.
+async fn impatient_caller(
+    probe: &std::sync::Arc<Probe>,
+) -> (Node, Node, dep2p_runtime::Connection) {
     let server = node(Node::builder().serve(TestService {
         probe: probe.clone(),
     }))
@@ -31,6 +32,13 @@ async fn a_deadline_longer_than_the_idle_bound_is_kept() {
         .connect(server.local_addr(), server.id())
         .await
         .unwrap();
+    (server, client, conn)
+}
+
+#[tokio::test]
+async fn a_deadline_longer_than_the_idle_bound_is_kept() {
+    let probe = probe();
+    let (_server, _client, conn) = impatient_caller(&probe).await;
     // The handler takes a second, well within the call's 5 s; nothing moves on the stream
     // meanwhile, which is no reason to give up on an answer.
     let slept = sleep(&conn, 1000).timeout(Duration::from_secs(5)).await;
@@ -40,15 +48,7 @@ async fn a_deadline_longer_than_the_idle_bound_is_kept() {
 #[tokio::test]
 async fn a_response_without_a_deadline_is_bounded_by_the_idle_bound() {
     let probe = probe();
-    let server = node(Node::builder().serve(TestService {
-        probe: probe.clone(),
-    }))
-    .await;
-    let client = node(Node::builder().idle_stream_timeout(Duration::from_millis(300))).await;
-    let conn = client
-        .connect(server.local_addr(), server.id())
-        .await
-        .unwrap();
+    let (_server, _client, conn) = impatient_caller(&probe).await;
     let call: ClientStreaming<(), Vec<u8>, ()> = ClientStreaming::new(&conn, SERVICE, "stall", ());
     let (tx, response) = call.await.unwrap();
     tx.finish().unwrap();

@@ -71,6 +71,9 @@ pub(crate) struct Config {
     pub(crate) max_call_deadline: Option<Duration>,
     /// Whether a handler's panic message travels to the caller. Default: false.
     pub(crate) send_panic_messages: bool,
+    /// The newest protocol version this node offers; it offers every version from 1 up to
+    /// it. Default: 2, the newest.
+    pub(crate) protocol_version: u8,
     /// Addresses other nodes reach this one at, listed first in its `NodeAddr`.
     /// Default: none.
     pub(crate) advertise: Vec<std::net::SocketAddr>,
@@ -99,6 +102,7 @@ impl Default for Config {
             fast_loopback: true,
             max_call_deadline: None,
             send_panic_messages: false,
+            protocol_version: crate::wire::VERSION_NEWEST,
             advertise: Vec::new(),
         }
     }
@@ -134,6 +138,12 @@ impl Config {
         }
         if self.header.max_size < 1024 {
             return err("max_header_size must be at least 1,024 bytes");
+        }
+        if !(1..=crate::wire::VERSION_NEWEST).contains(&self.protocol_version) {
+            return Err(Error::Config(format!(
+                "protocol_version must be between 1 and {}",
+                crate::wire::VERSION_NEWEST
+            )));
         }
         if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
             return err("concurrency limits must be at least 1");

@@ -94,6 +94,8 @@ pub(crate) struct Link {
     retired: AtomicBool,
     /// The application's state for this connection.
     state: StateMap,
+    /// The protocol version both sides agreed on in the handshake.
+    version: u8,
 }
 
 impl Link {
@@ -102,7 +104,15 @@ impl Link {
             shared.config().connection_buffer(),
             Arc::clone(shared.memory()),
         );
+        // The handshake only completes with an identifier both sides speak; a connection
+        // without one (impossible past the handshake) is treated as the oldest version.
+        let version = quic
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol.as_deref().and_then(wire::alpn_version))
+            .unwrap_or(1);
         Link {
+            version,
             quic,
             remote,
             shared,
@@ -264,6 +274,14 @@ impl Connection {
     /// The current round-trip time estimate.
     pub fn rtt(&self) -> std::time::Duration {
         self.link_ref().quic.rtt()
+    }
+
+    /// The protocol version the connection speaks: the newest both nodes offered in the
+    /// handshake (2 between two nodes of this release, 1 with a node that speaks only
+    /// `dep2p/1`). Features of a newer version (response metadata, compression) are simply
+    /// not used on an older connection.
+    pub fn protocol_version(&self) -> u8 {
+        self.link_ref().version
     }
 
     /// Closes the connection at once. Calls in flight on it fail with [`Error::Closed`] here

@@ -21,7 +21,7 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Signatu
 use crate::error::Error;
 use crate::gate::Gate;
 use crate::id::NodeId;
-use crate::wire::ALPN;
+use crate::wire::alpn_protocols;
 
 /// DER prefix of an Ed25519 `SubjectPublicKeyInfo` (RFC 8410): a SEQUENCE holding the
 /// algorithm identifier 1.3.101.112 and a 33-byte BIT STRING whose first byte is zero.
@@ -234,11 +234,12 @@ pub(crate) fn remote_node_id(conn: &quinn::Connection) -> Option<NodeId> {
 
 /// The TLS server side of a node: any Ed25519 client key that `gate` (with the attempt's
 /// address) lets in is accepted (a client certificate is required), no session tickets are
-/// issued and no sessions are kept.
+/// issued and no sessions are kept. Protocol versions 1 to `version` are offered.
 fn server_tls(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
     gate: Option<(Gate, std::net::SocketAddr)>,
+    version: u8,
 ) -> Result<rustls::ServerConfig, Error> {
     let mut crypto = rustls::ServerConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -246,7 +247,7 @@ fn server_tls(
         .with_client_cert_verifier(Arc::new(AnyPeer { gate }))
         .with_single_cert(vec![cert.clone()], private.clone_key())
         .map_err(|e| Error::InvalidKey(e.to_string()))?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.alpn_protocols = alpn_protocols(version);
     crypto.send_tls13_tickets = 0;
     crypto.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(crypto)
@@ -258,17 +259,19 @@ pub(crate) fn server_config(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
     gate: Option<(Gate, std::net::SocketAddr)>,
+    version: u8,
 ) -> Result<QuicServerConfig, Error> {
-    QuicServerConfig::try_from(server_tls(cert, private, gate)?)
+    QuicServerConfig::try_from(server_tls(cert, private, gate, version)?)
         .map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The QUIC client side of a node's TLS when dialing: `verifier` checks the expected key; no
-/// session is stored for resumption.
+/// session is stored for resumption. Protocol versions 1 to `version` are offered.
 pub(crate) fn client_config(
     cert: &CertificateDer<'static>,
     private: &PrivateKeyDer<'static>,
     verifier: Arc<ExpectedPeer>,
+    version: u8,
 ) -> Result<QuicClientConfig, Error> {
     let mut crypto = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -277,7 +280,7 @@ pub(crate) fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![cert.clone()], private.clone_key())
         .map_err(|e| Error::InvalidKey(e.to_string()))?;
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
+    crypto.alpn_protocols = alpn_protocols(version);
     crypto.resumption = rustls::client::Resumption::disabled();
     QuicClientConfig::try_from(crypto).map_err(|e| Error::Config(e.to_string()))
 }
@@ -308,7 +311,7 @@ mod tests {
     fn the_listener_issues_no_tickets_and_keeps_no_sessions() {
         let key = crate::identity::SecretKey::generate();
         let (cert, private) = key.certificate().unwrap();
-        let tls = server_tls(&cert, &private, None).unwrap();
+        let tls = server_tls(&cert, &private, None, 2).unwrap();
         assert_eq!(tls.send_tls13_tickets, 0);
         assert!(!tls.session_storage.can_cache());
         assert!(!tls.ticketer.enabled());

@@ -41,6 +41,21 @@ async fn an_ed25519_peer_speaking_dep2p_is_accepted() {
     assert!(conn.is_ok(), "{conn:?}");
 }
 
+/// A peer written for version 1 offers `dep2p/1` alone: it is served, in version 1.
+#[tokio::test]
+async fn a_peer_offering_only_dep2p_1_is_accepted_in_version_1() {
+    let server = server().await;
+    let (chain, key) = identity(&rcgen::PKCS_ED25519, 0);
+    let conn = dial(&server, chain, key, &[dep2p_runtime::ALPN_V1])
+        .await
+        .expect("a dep2p/1 dialer is accepted");
+    let data = conn.handshake_data().unwrap();
+    let data = data
+        .downcast::<dep2p_runtime::quinn::crypto::rustls::HandshakeData>()
+        .unwrap();
+    assert_eq!(data.protocol.as_deref(), Some(&b"dep2p/1"[..]));
+}
+
 #[tokio::test]
 async fn a_key_that_is_not_ed25519_is_refused() {
     let server = server().await;

@@ -12,7 +12,7 @@ use common::*;
 use dep2p_runtime::quinn::{self, VarInt};
 use dep2p_runtime::{
     CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, NodeId, SecretKey,
-    Service, Unary, ALPN,
+    Service, Unary, ALPN, ALPN_V1,
 };
 
 async fn setup(builder: NodeBuilder) -> (Arc<Probe>, Node, Node, Connection) {
@@ -46,22 +46,69 @@ impl Service for Tls {
 }
 
 #[tokio::test]
-async fn alpn_is_dep2p_1_and_dialer_names_dep2p() {
-    assert_eq!(ALPN, b"dep2p/1");
+async fn alpn_is_dep2p_2_and_dialer_names_dep2p() {
+    assert_eq!(ALPN, b"dep2p/2");
+    assert_eq!(ALPN_V1, b"dep2p/1");
     let (_probe, _server, _client, conn) = setup(Node::builder().serve(Tls)).await;
     let data = conn.quic().handshake_data().unwrap();
     let data = data
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .unwrap();
-    assert_eq!(data.protocol.as_deref(), Some(&b"dep2p/1"[..]));
+    assert_eq!(data.protocol.as_deref(), Some(&b"dep2p/2"[..]));
+    assert_eq!(conn.protocol_version(), 2);
 
-    // The listener's view: ALPN `dep2p/1`, server name `dep2p`.
+    // The listener's view: ALPN `dep2p/2`, server name `dep2p`.
     let (_, answer) = exchange(&conn, &call("Tls", "handshake", UNARY, &[]), true).await;
     let mut expected = vec![1];
-    expected.extend(str_bytes("dep2p/1"));
+    expected.extend(str_bytes("dep2p/2"));
     expected.push(1);
     expected.extend(str_bytes("dep2p"));
     assert_eq!(answer, frame(RESULT, &expected));
+}
+
+/// A node limited to version 1 behaves as an older peer: whichever side it is on, the
+/// connection speaks `dep2p/1`, and calls work.
+#[tokio::test]
+async fn a_version_1_node_and_a_version_2_node_speak_version_1() {
+    for (listener_version, dialer_version) in [(1, 2), (2, 1), (1, 1)] {
+        let probe = probe();
+        let server = node(
+            Node::builder()
+                .protocol_version(listener_version)
+                .serve(TestService {
+                    probe: Arc::clone(&probe),
+                }),
+        )
+        .await;
+        let client = node(Node::builder().protocol_version(dialer_version)).await;
+        let conn = client
+            .connect(server.local_addr(), server.id())
+            .await
+            .expect("connect");
+        assert_eq!(
+            conn.protocol_version(),
+            1,
+            "{listener_version} <- {dialer_version}"
+        );
+        let data = conn.quic().handshake_data().unwrap();
+        let data = data
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .unwrap();
+        assert_eq!(data.protocol.as_deref(), Some(&b"dep2p/1"[..]));
+        assert_eq!(echo(&conn, "old").await.unwrap(), "old");
+    }
+}
+
+#[tokio::test]
+async fn only_known_protocol_versions_bind() {
+    for version in [0, 3] {
+        let err = Node::builder()
+            .protocol_version(version)
+            .bind("127.0.0.1:0")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{version}: {err:?}");
+    }
 }
 
 #[tokio::test]

@@ -310,6 +310,19 @@ impl NodeBuilder {
         self
     }
 
+    /// The newest protocol version the node speaks: it offers versions 1 to `version` on
+    /// every connection, newest first, and each connection speaks the newest both sides offer
+    /// ([`Connection::protocol_version`](crate::Connection::protocol_version)). Lower it to
+    /// behave exactly as an older peer would, e.g. to test a mixed deployment. Binding fails
+    /// with [`Error::Config`] for a version this crate does not speak. Default: 2, the newest.
+    ///
+    /// Version 2 adds response metadata and compression (`docs/PROTOCOL.md`); on a version 1
+    /// connection neither is sent.
+    pub fn protocol_version(mut self, version: u8) -> Self {
+        self.config.protocol_version = version;
+        self
+    }
+
     /// Adds an address at which other nodes reach this one: listed, in the order added,
     /// before the bound address in [`Node::node_addr`] (and so in the node's ticket). For a
     /// node bound to `0.0.0.0` or `[::]`, which cannot tell its reachable addresses itself, or

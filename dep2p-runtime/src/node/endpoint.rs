@@ -32,6 +32,8 @@ pub(crate) struct Gated {
     pub(crate) private: rustls::pki_types::PrivateKeyDer<'static>,
     pub(crate) wan: Arc<quinn::TransportConfig>,
     pub(crate) loopback: Arc<quinn::TransportConfig>,
+    /// The newest protocol version offered.
+    pub(crate) version: u8,
 }
 
 impl ServerConfigs {
@@ -49,6 +51,7 @@ impl ServerConfigs {
             &gated.certificate,
             &gated.private,
             Some((gated.gate.clone(), remote)),
+            gated.version,
         )?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::clone(if loopback {

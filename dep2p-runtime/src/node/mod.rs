@@ -113,7 +113,12 @@ impl Node {
     ) -> Result<Node, Error> {
         let transports = Transports::new(&config)?;
         let (cert, private) = key.certificate()?;
-        let crypto = Arc::new(tls::server_config(&cert, &private, None)?);
+        let crypto = Arc::new(tls::server_config(
+            &cert,
+            &private,
+            None,
+            config.protocol_version,
+        )?);
         let server_config = |transport: &Arc<quinn::TransportConfig>| {
             let mut server = quinn::ServerConfig::with_crypto(crypto.clone());
             server.transport_config(Arc::clone(transport));
@@ -128,6 +133,7 @@ impl Node {
                 private: private.clone_key(),
                 wan: Arc::clone(&transports.wan),
                 loopback: Arc::clone(&transports.loopback),
+                version: config.protocol_version,
             }),
         };
 
@@ -252,7 +258,12 @@ impl Node {
     async fn dial_once(&self, addr: SocketAddr, id: NodeId) -> Result<Connection, Error> {
         let inner = &self.inner;
         let verifier = Arc::new(ExpectedPeer::new(id));
-        let crypto = tls::client_config(&inner.certificate, &inner.private, verifier.clone())?;
+        let crypto = tls::client_config(
+            &inner.certificate,
+            &inner.private,
+            verifier.clone(),
+            inner.shared.config().protocol_version,
+        )?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(inner.transports.for_peer(addr));
 

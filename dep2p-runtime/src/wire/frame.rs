@@ -6,8 +6,37 @@ use serde::{Deserialize, Serialize};
 
 use super::{CallHeader, HeaderLimits, WireError};
 
-/// ALPN protocol identifier, carrying the protocol version.
-pub const ALPN: &[u8] = b"dep2p/1";
+/// ALPN identifier of the newest protocol version this crate speaks, `dep2p/2`.
+///
+/// A node offers every version it speaks, newest first, and the listener picks the first of
+/// its own list the dialer offered; the version then holds for the whole connection
+/// (`docs/PROTOCOL.md`, section 1). [`Connection::protocol_version`](crate::Connection::protocol_version)
+/// tells which one a connection speaks.
+pub const ALPN: &[u8] = b"dep2p/2";
+
+/// ALPN identifier of protocol version 1, `dep2p/1`, which this crate still speaks with older
+/// peers.
+pub const ALPN_V1: &[u8] = b"dep2p/1";
+
+/// The newest protocol version, the default a node offers.
+pub(crate) const VERSION_NEWEST: u8 = 2;
+
+/// The ALPN identifiers a node speaking versions 1 to `newest` offers, newest first.
+pub(crate) fn alpn_protocols(newest: u8) -> Vec<Vec<u8>> {
+    (1..=newest.min(VERSION_NEWEST))
+        .rev()
+        .map(|version| format!("dep2p/{version}").into_bytes())
+        .collect()
+}
+
+/// The protocol version an ALPN identifier names, if this crate speaks it.
+pub(crate) fn alpn_version(alpn: &[u8]) -> Option<u8> {
+    match alpn {
+        ALPN => Some(2),
+        ALPN_V1 => Some(1),
+        _ => None,
+    }
+}
 
 /// Frame tags.
 pub(crate) const TAG_CALL: u8 = 0x01;

@@ -10,6 +10,6 @@ mod reader;
 pub(crate) use budget::Budget;
 pub(crate) use error::WireError;
 pub(crate) use frame::*;
-pub use frame::{Kind, ALPN};
+pub use frame::{Kind, ALPN, ALPN_V1};
 pub(crate) use header::{decode_call, CallHeader, HeaderLimits, IncomingHeader};
 pub(crate) use reader::FrameReader;

@@ -42,6 +42,9 @@ pub(crate) fn spawn<T: Send + 'static>(link: Arc<Link>, services: Arc<Services>,
 
 /// Accepts the streams the peer opens and serves each as a call, until the connection closes.
 async fn serve(link: Arc<Link>, services: Arc<Services>) {
+    // The connection's span, parent of every call span on it (disabled, and free to clone,
+    // when nothing listens).
+    let parent = tracing::Span::current();
     let limit = Arc::new(Semaphore::new(link.config().max_concurrent_calls));
     // Notifications arrive on unidirectional streams, every other call on a bidirectional
     // one; each kind has its own accept loop, so neither polls the other's.
@@ -49,6 +52,7 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
         Arc::clone(&link),
         Arc::clone(&services),
         Arc::clone(&limit),
+        parent.clone(),
     ));
     while let Ok((send, recv)) = link.quic().accept_bi().await {
         let call = serve_stream(
@@ -57,6 +61,7 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
             Some(send),
             recv,
             Place::Try(Arc::clone(&limit)),
+            parent.clone(),
         );
         link.shared().tracker().spawn(call);
     }
@@ -73,7 +78,12 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
 /// unread and those after it unaccepted; each keeps its QUIC stream credit, so once the peer
 /// has used up its allowance of unidirectional streams (`max_concurrent_streams`), its next
 /// notification waits to open a stream, within its deadline.
-async fn serve_notifications(link: Arc<Link>, services: Arc<Services>, limit: Arc<Semaphore>) {
+async fn serve_notifications(
+    link: Arc<Link>,
+    services: Arc<Services>,
+    limit: Arc<Semaphore>,
+    parent: tracing::Span,
+) {
     while let Ok(recv) = link.quic().accept_uni().await {
         // Fails only once the limit is closed, with the connection.
         let Ok(place) = Arc::clone(&limit).acquire_owned().await else {
@@ -85,6 +95,7 @@ async fn serve_notifications(link: Arc<Link>, services: Arc<Services>, limit: Ar
             None,
             recv,
             Place::Held(place),
+            parent.clone(),
         );
         link.shared().tracker().spawn(call);
     }
@@ -105,6 +116,7 @@ async fn serve_stream(
     send: Option<quinn::SendStream>,
     recv: quinn::RecvStream,
     place: Place,
+    parent: tracing::Span,
 ) {
     let config = conn.config();
     let mut reader = conn.reader(recv);
@@ -178,6 +190,7 @@ async fn serve_stream(
     }
     // No field is formatted unless something takes the span.
     let span = tracing::debug_span!(
+        parent: &parent,
         "call",
         side = "server",
         service = %peer_text(header.service()),

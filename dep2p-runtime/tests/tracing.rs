@@ -26,6 +26,8 @@ struct Seen {
     /// The fields of the events logged in it.
     events: Vec<BTreeMap<String, String>>,
     closed: bool,
+    /// The id of the span's parent, if it has one.
+    parent: Option<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -45,10 +47,13 @@ impl Visit for Fields<'_> {
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _: Context<'_, S>) {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let mut seen = Seen {
             id: id.into_u64(),
             name: attrs.metadata().name().to_string(),
+            parent: ctx
+                .span(id)
+                .and_then(|span| span.parent().map(|parent| parent.id().into_u64())),
             ..Seen::default()
         };
         attrs.record(&mut Fields(&mut seen.fields));
@@ -205,6 +210,32 @@ async fn a_streaming_call_span_ends_with_the_call() {
     let server_span = &spans.calls("server", "upper")[0];
     assert_eq!(server_span.fields["kind"], "bidirectional-streaming");
     assert_eq!(outcome(server_span).as_deref(), Some("ok"));
+}
+
+/// A served call's span is a child of its connection's span, so a subscriber that prints
+/// span contexts shows which connection each call came on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_served_call_span_is_a_child_of_its_connection_span() {
+    let spans = Spans::default();
+    let _guard = spans.install();
+    let probe = probe();
+    let (_server, client, conn) = pair(&probe).await;
+    assert_eq!(echo(&conn, "hi").await.unwrap(), "hi");
+    note(&conn, "n").await.unwrap();
+    eventually("the server spans to close", || {
+        spans.has_closed_call("server", "echo") && spans.has_closed_call("server", "note")
+    })
+    .await;
+    let seen = spans.0.lock().unwrap().clone();
+    for method in ["echo", "note"] {
+        let call = &spans.calls("server", method)[0];
+        let parent = seen
+            .iter()
+            .find(|s| Some(s.id) == call.parent)
+            .unwrap_or_else(|| panic!("the {method} call span has no parent: {call:?}"));
+        assert_eq!(parent.name, "connection", "{parent:?}");
+        assert_eq!(parent.fields["remote"], client.id().fmt_short());
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -118,16 +118,20 @@ struct Outgoing<A> {
 }
 
 impl<K, A> Call<K, A> {
-    /// The call's span; the peer is recorded once the call has a connection.
-    fn span(&self, kind: Kind) -> tracing::Span {
-        tracing::debug_span!(
+    /// The call's span; the peer is recorded once the call has a connection. With the
+    /// `opentelemetry` feature, the span's trace context joins the call's metadata.
+    fn span(&mut self, kind: Kind) -> tracing::Span {
+        let span = tracing::debug_span!(
             "call",
             side = "client",
             service = self.service,
             method = self.method,
             kind = kind.name(),
             peer = tracing::field::Empty,
-        )
+        );
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::inject(&span, &mut self.metadata);
+        span
     }
 }
 
@@ -518,7 +522,7 @@ where
     type Output = Result<R, Error>;
     type IntoFuture = CallResult<R>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Unary);
         Box::pin(trace::called(span, async move {
             let deadline = self.deadline(Some(self.target.config().request_timeout));
@@ -596,7 +600,7 @@ where
     type Output = Result<(), Error>;
     type IntoFuture = CallResult<()>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Notify);
         Box::pin(trace::called(span, async move {
             let config = self.target.config();
@@ -637,7 +641,7 @@ where
     type Output = Result<(Receiver<T>, Response<R>), Error>;
     type IntoFuture = CallResult<(Receiver<T>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ServerStream);
         Box::pin(trace::called(span, async move {
             let started = self.open(Kind::ServerStream, None).await?;
@@ -659,7 +663,7 @@ where
     type Output = Result<(Sender<T>, Response<R>), Error>;
     type IntoFuture = CallResult<(Sender<T>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ClientStream);
         Box::pin(trace::called(span, async move {
             let started = self.open(Kind::ClientStream, None).await?;
@@ -682,7 +686,7 @@ where
     type Output = Result<(Sender<I>, Receiver<O>, Response<R>), Error>;
     type IntoFuture = CallResult<(Sender<I>, Receiver<O>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Bidi);
         Box::pin(trace::called(span, async move {
             let started = self.open(Kind::Bidi, None).await?;

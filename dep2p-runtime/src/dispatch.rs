@@ -198,6 +198,8 @@ async fn serve_stream(
         kind = header.kind.name(),
         peer = %Short(conn.remote_id()),
     );
+    #[cfg(feature = "opentelemetry")]
+    crate::otel::extract(&span, header.metadata());
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
     trace::served(span, service.call(call)).await;
 }

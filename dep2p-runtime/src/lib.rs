@@ -68,6 +68,8 @@ mod call;
 mod context;
 mod dispatch;
 mod incoming;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod service;
 mod target;
 mod trace;

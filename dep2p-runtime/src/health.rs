@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::service::Services;
-use crate::shared::Shared;
 
 /// Whether a node, or one of its services, is serving: the answer of the health service
 /// (see [`HealthClient`](crate::HealthClient)).
@@ -43,18 +43,18 @@ pub(crate) struct HealthState {
     set: Mutex<HashMap<String, HealthStatus>>,
     /// The node's services (weakly: they hold the health service, which holds this).
     services: Weak<Services>,
-    /// Whether the node is shutting down.
-    shared: Arc<Shared>,
+    /// Whether the node is shutting down (or closed), as its node tells it.
+    shutting_down: AtomicBool,
     /// Bumped on every change a watcher may care for.
     changes: watch::Sender<()>,
 }
 
 impl HealthState {
-    pub(crate) fn new(services: &Arc<Services>, shared: &Arc<Shared>) -> Arc<HealthState> {
+    pub(crate) fn new(services: &Arc<Services>) -> Arc<HealthState> {
         Arc::new(HealthState {
             set: Mutex::default(),
             services: Arc::downgrade(services),
-            shared: Arc::clone(shared),
+            shutting_down: AtomicBool::new(false),
             changes: watch::Sender::new(()),
         })
     }
@@ -83,7 +83,14 @@ impl HealthState {
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        self.shared.is_shutting_down()
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// The node has begun to shut down: from now on every name it knows is not serving.
+    pub(crate) fn shutting_down(&self) {
+        if !self.shutting_down.swap(true, Ordering::Relaxed) {
+            self.changed();
+        }
     }
 
     /// A receiver woken by every later change.
@@ -91,8 +98,7 @@ impl HealthState {
         self.changes.subscribe()
     }
 
-    /// Wakes the watchers: a status may have changed (a status set, a service served, the
-    /// node shutting down).
+    /// Wakes the watchers: a status may have changed (a status set, a service served).
     pub(crate) fn changed(&self) {
         self.changes.send_replace(());
     }

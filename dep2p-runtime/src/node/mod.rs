@@ -87,7 +87,7 @@ struct NodeInner {
 impl Drop for NodeInner {
     fn drop(&mut self) {
         self.shared.begin_shutdown();
-        self.health.changed();
+        self.health.shutting_down();
         self.endpoint
             .close(wire::CLOSE_NORMAL.into(), b"node dropped");
         self.shared.set_closed();
@@ -152,25 +152,25 @@ impl Node {
         let local_addr = endpoint.local_addr()?;
         let admission = Admission::new(&config);
         let services_registry = Arc::new(Services::default());
+        let health = HealthState::new(&services_registry);
+        // The built-in services first: an application's service of the same name replaces
+        // them.
+        if builtins.reflection {
+            let reflection = NodeReflection::new(&services_registry);
+            services_registry.add(Arc::new(ReflectionServer::new(reflection)));
+        }
+        if builtins.health {
+            let service = NodeHealth::new(Arc::clone(&health));
+            services_registry.add(Arc::new(HealthServer::new(service)));
+        }
+        for service in services {
+            services_registry.add(service);
+        }
         let connections = Registry::new(key.public());
         // Calls reach their node through a weak pointer, which a handler may upgrade.
         let inner = Arc::new_cyclic(|node: &Weak<NodeInner>| {
             let node: Weak<dyn Any + Send + Sync> = node.clone();
             let shared = Arc::new(Shared::new(key.public(), config, node));
-            let health = HealthState::new(&services_registry, &shared);
-            // The built-in services first: an application's service of the same name
-            // replaces them.
-            if builtins.reflection {
-                let reflection = NodeReflection::new(&services_registry);
-                services_registry.add(Arc::new(ReflectionServer::new(reflection)));
-            }
-            if builtins.health {
-                let service = NodeHealth::new(Arc::clone(&health));
-                services_registry.add(Arc::new(HealthServer::new(service)));
-            }
-            for service in services {
-                services_registry.add(service);
-            }
             tokio::spawn(endpoint::accept(
                 endpoint.clone(),
                 servers,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::service::Services;
+use crate::wire::MAX_NAME;
 
 /// Whether a node, or one of its services, is serving: the answer of the health service
 /// (see [`HealthClient`](crate::HealthClient)).
@@ -66,6 +67,9 @@ impl HealthState {
 
     /// The status of `service` (`""`: the node) now.
     pub(crate) fn status(&self, service: &str) -> HealthStatus {
+        if !could_be_served(service) {
+            return HealthStatus::Unknown;
+        }
         let set = self.set_statuses().get(service).copied();
         let served = service.is_empty()
             || self
@@ -102,6 +106,12 @@ impl HealthState {
     pub(crate) fn changed(&self) {
         self.changes.send_replace(());
     }
+}
+
+/// Whether a service of this name could be served: its name fits in a call header. Any
+/// other name is always `Unknown`.
+pub(crate) fn could_be_served(service: &str) -> bool {
+    service.len() <= MAX_NAME
 }
 
 /// Sets the health statuses a node reports, for the node as a whole (the service name `""`)
@@ -148,7 +158,8 @@ impl HealthReporter {
     }
 
     /// Reports `status` for `service` (`""`: the node as a whole) from now on, until set
-    /// again or cleared. Peers watching it are told at once.
+    /// again or cleared. Peers watching it are told at once. A name longer than 256 bytes,
+    /// which no service can have (call headers refuse it), is always reported `Unknown`.
     pub fn set(&self, service: &str, status: HealthStatus) {
         let old = self
             .state

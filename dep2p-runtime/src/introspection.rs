@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::health::{HealthState, HealthStatus};
+use crate::health::{could_be_served, HealthState, HealthStatus};
 use crate::service::{ServiceInfo, Services};
 use crate::stream::Sender;
 
@@ -66,7 +66,8 @@ pub trait Health {
 
     /// The status of `service` (`""`: the node) now, then each time it changes, until the
     /// caller drops the stream. Once the node is shutting down it sends `NotServing` and
-    /// ends the stream, so that a watch never holds up a graceful shutdown.
+    /// ends the stream, so that a watch never holds up a graceful shutdown. For a name longer
+    /// than 256 bytes, which no service can have, it sends `Unknown` and ends.
     #[server_stream]
     async fn watch(&self, service: String, out: Sender<HealthStatus>);
 }
@@ -110,6 +111,13 @@ impl Health for NodeHealth {
     }
 
     async fn watch(&self, service: String, mut out: Sender<HealthStatus>) {
+        if !could_be_served(&service) {
+            // Unknown for good: no need to keep the name for the length of a watch.
+            drop(service);
+            let _ = out.send(HealthStatus::Unknown).await;
+            let _ = out.finish();
+            return;
+        }
         // Subscribed before the first status is read, so no change is missed.
         let mut changes = self.state.subscribe();
         let mut last = None;

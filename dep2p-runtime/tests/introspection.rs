@@ -200,6 +200,19 @@ async fn health_reports_serving_not_serving_and_unknown() {
     reporter.set("bakery.v1", HealthStatus::Serving);
     assert_eq!(check("bakery.v1").await.unwrap(), HealthStatus::Serving);
 
+    // No service can have a name longer than 256 bytes: it is unknown, whatever is set, and
+    // a watch of it ends at once.
+    let long = "s".repeat(257);
+    reporter.set(&long, HealthStatus::Serving);
+    assert_eq!(check(&long).await.unwrap(), HealthStatus::Unknown);
+    let (mut statuses, done) = bounded(health.watch(long.clone())).await.unwrap();
+    assert_eq!(next(&mut statuses).await, Some(HealthStatus::Unknown));
+    assert_eq!(next(&mut statuses).await, None);
+    bounded(done).await.unwrap();
+    let longest = "s".repeat(256);
+    reporter.set(&longest, HealthStatus::Serving);
+    assert_eq!(check(&longest).await.unwrap(), HealthStatus::Serving);
+
     reporter.clear("shop.v1");
     reporter.clear("");
     reporter.clear("bakery.v1");

@@ -6,6 +6,7 @@
 //! another crate.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use crate::health::{could_be_served, HealthState, HealthStatus};
 use crate::service::{ServiceInfo, Services};
@@ -68,6 +69,11 @@ pub trait Health {
     /// caller drops the stream. Once the node is shutting down it sends `NotServing` and
     /// ends the stream, so that a watch never holds up a graceful shutdown. For a name longer
     /// than 256 bytes, which no service can have, it sends `Unknown` and ends.
+    ///
+    /// While the status does not change, the node sends it again every 60 s (or every half
+    /// of its own idle-stream timeout, if that is shorter), so that the caller's idle bound
+    /// (`NodeBuilder::idle_stream_timeout`, 5 minutes by default) does not end a quiet watch:
+    /// a status equal to the last one means no change.
     #[server_stream]
     async fn watch(&self, service: String, out: Sender<HealthStatus>);
 }
@@ -94,14 +100,27 @@ impl Reflection for NodeReflection {
     }
 }
 
+/// The longest a watch goes without sending the status.
+const MAX_REPEAT: Duration = Duration::from_secs(60);
+
 /// The health service of a node.
 pub(crate) struct NodeHealth {
     state: Arc<HealthState>,
+    /// How long a watch goes without sending the status before it sends it again.
+    repeat: Duration,
 }
 
 impl NodeHealth {
-    pub(crate) fn new(state: Arc<HealthState>) -> Self {
-        NodeHealth { state }
+    /// The health service reporting `state`, of a node whose idle-stream timeout is
+    /// `idle_stream_timeout`.
+    pub(crate) fn new(state: Arc<HealthState>, idle_stream_timeout: Duration) -> Self {
+        NodeHealth {
+            state,
+            // Never zero: an idle bound of a nanosecond must not make a watch spin.
+            repeat: MAX_REPEAT
+                .min(idle_stream_timeout / 2)
+                .max(Duration::from_millis(1)),
+        }
     }
 }
 
@@ -121,17 +140,23 @@ impl Health for NodeHealth {
         // Subscribed before the first status is read, so no change is missed.
         let mut changes = self.state.subscribe();
         let mut last = None;
+        let mut quiet = false;
         loop {
             let status = self.state.status(&service);
-            if last != Some(status) {
+            if last != Some(status) || quiet {
                 if out.send(status).await.is_err() {
                     return;
                 }
                 last = Some(status);
             }
-            if self.state.is_shutting_down() || changes.changed().await.is_err() {
+            if self.state.is_shutting_down() {
                 break;
             }
+            quiet = match tokio::time::timeout(self.repeat, changes.changed()).await {
+                Ok(Ok(())) => false,
+                Ok(Err(_)) => break,
+                Err(_) => true,
+            };
         }
         let _ = out.finish();
     }

@@ -307,3 +307,30 @@ async fn messages_are_encoded_as_the_protocol_document_says() {
     ];
     assert_eq!(postcard::to_stdvec(&statuses).unwrap(), [0, 1, 2]);
 }
+
+#[tokio::test]
+async fn a_quiet_watch_outlives_the_callers_idle_bound() {
+    // The server repeats the status every half of its idle-stream timeout: every second.
+    let server = Node::builder()
+        .idle_stream_timeout(Duration::from_secs(2))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let client = Node::builder()
+        .idle_stream_timeout(Duration::from_secs(2))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let conn = bounded(client.connect(server.local_addr(), server.id()))
+        .await
+        .unwrap();
+    let (mut statuses, _done) = bounded(HealthClient::new(conn).watch(String::new()))
+        .await
+        .unwrap();
+    // Five seconds of no change: past the caller's idle bound twice over, the watch lives.
+    for _ in 0..6 {
+        assert_eq!(next(&mut statuses).await, Some(HealthStatus::Serving));
+    }
+    server.health().set("", HealthStatus::NotServing);
+    assert_eq!(next(&mut statuses).await, Some(HealthStatus::NotServing));
+}

@@ -160,7 +160,7 @@ impl Node {
             services_registry.add(Arc::new(ReflectionServer::new(reflection)));
         }
         if builtins.health {
-            let service = NodeHealth::new(Arc::clone(&health));
+            let service = NodeHealth::new(Arc::clone(&health), config.idle_stream_timeout);
             services_registry.add(Arc::new(HealthServer::new(service)));
         }
         for service in services {

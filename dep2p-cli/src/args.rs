@@ -11,11 +11,13 @@ pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) const USAGE: &str = "\
 usage: dep2p list <ticket> [options]
-       dep2p health <ticket> [<service>] [options]
+       dep2p health <ticket> [<service>] [--watch] [options]
 
   list     the node's services, their methods and the kind of each
   health   whether the node (or <service>) is serving: exits 0 if it is,
-           1 if not, 4 if the node does not know <service>
+           1 if not, 4 if the node does not know <service>; with --watch,
+           prints the status and each change until the node ends the watch
+           (it does when it shuts down), then exits as for the last status
 
   <ticket>  <node id>@<address>,<address>,... as a node prints it; or an
             address (ip:port or host:port) given with --id
@@ -40,6 +42,8 @@ pub(crate) enum Command {
     List(Options),
     /// Check the health of the node (`None`) or of one of its services.
     Health(Options, Option<String>),
+    /// Follow the health of the node (`None`) or of one of its services.
+    Watch(Options, Option<String>),
 }
 
 /// What both subcommands take.
@@ -70,6 +74,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, U
     let mut id = None;
     let mut key = None;
     let mut timeout = DEFAULT_TIMEOUT;
+    let mut watch = false;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // `--name value` or `--name=value`.
@@ -95,6 +100,7 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, U
                 id = Some(parsed);
             }
             "--key" => key = Some(PathBuf::from(value("--key")?)),
+            "--watch" => watch = true,
             "--timeout" => {
                 let text = value("--timeout")?;
                 timeout = text
@@ -122,7 +128,9 @@ pub(crate) fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, U
     let node = node_addr(&target, id)?;
     let options = Options { node, key, timeout };
     let command = match command.as_str() {
+        "list" if watch => return Err(usage("--watch goes with health")),
         "list" => Command::List(options),
+        "health" if watch => Command::Watch(options, positional.next()),
         "health" => Command::Health(options, positional.next()),
         other => return Err(usage(format!("unknown command {other}: list or health"))),
     };
@@ -207,6 +215,10 @@ mod tests {
             panic!("a host name with --id parses");
         };
         assert_eq!(options.node.id(), id);
+        assert!(matches!(
+            parse_str(&format!("health {ticket} --watch shop.v1")),
+            Ok(Command::Watch(_, Some(service))) if service == "shop.v1"
+        ));
         assert_eq!(parse_str("--help"), Ok(Command::Help));
         assert_eq!(parse_str("help"), Ok(Command::Help));
     }
@@ -234,6 +246,10 @@ mod tests {
             "unexpected argument extra"
         );
         assert_eq!(error("list x --verbose"), "unknown option --verbose");
+        assert_eq!(
+            error(&format!("list {id}@127.0.0.1:1 --watch")),
+            "--watch goes with health"
+        );
         assert_eq!(error("list x --id"), "--id needs a value");
         assert!(error("list x --id nope").starts_with("--id nope:"));
         assert_eq!(

@@ -4,6 +4,7 @@
 //! ```text
 //! dep2p list <ticket>               services, methods and kinds
 //! dep2p health <ticket> [service]   serving or not; the exit code says it too
+//! dep2p health <ticket> --watch      the status and each change, until the node ends it
 //! ```
 //!
 //! Run `dep2p --help` for the options and exit codes.
@@ -16,9 +17,10 @@ use std::process::ExitCode;
 
 use args::{Command, Options};
 use dep2p_runtime::{
-    Connection, Error, HealthClient, HealthStatus, Kind, Node, ReflectionClient, SecretKey,
-    ServiceInfo,
+    Connection, Error, HealthClient, HealthStatus, Kind, Node, Receiver, ReflectionClient,
+    SecretKey, ServiceInfo,
 };
+use futures::StreamExt;
 
 /// Exit codes (also listed in the usage text).
 const SERVING: u8 = 0;
@@ -56,10 +58,15 @@ async fn run(command: Command) -> u8 {
             SERVING
         }
         Command::List(options) => {
-            let listed = within(&options, |conn| async move {
+            let node = match client(&options).await {
+                Ok(node) => node,
+                Err(error) => return failed(&error),
+            };
+            let listed = within(&node, &options, |conn| async move {
                 ReflectionClient::new(conn).list().await
             })
             .await;
+            node.close();
             match listed {
                 Ok(services) => {
                     print(&listing(&services));
@@ -70,20 +77,18 @@ async fn run(command: Command) -> u8 {
         }
         Command::Health(options, service) => {
             let name = service.clone().unwrap_or_default();
-            let checked = within(&options, |conn| async move {
+            let node = match client(&options).await {
+                Ok(node) => node,
+                Err(error) => return failed(&error),
+            };
+            let checked = within(&node, &options, |conn| async move {
                 HealthClient::new(conn).check(name).await
             })
             .await;
+            node.close();
             let what = service.as_deref().unwrap_or("node");
             match checked {
-                Ok(status) => {
-                    print(&format!("{what}: {status}\n"));
-                    match status {
-                        HealthStatus::Serving => SERVING,
-                        HealthStatus::NotServing => NOT_SERVING,
-                        HealthStatus::Unknown => UNKNOWN,
-                    }
-                }
+                Ok(status) => report(what, status),
                 // A node that is shutting down is not serving: the answer a health checker
                 // wants, rather than a failure to reach it.
                 Err(Error::ShuttingDown) => {
@@ -93,35 +98,100 @@ async fn run(command: Command) -> u8 {
                 Err(error) => failed(&error),
             }
         }
+        Command::Watch(options, service) => {
+            let name = service.clone().unwrap_or_default();
+            let node = match client(&options).await {
+                Ok(node) => node,
+                Err(error) => return failed(&error),
+            };
+            let watching = within(&node, &options, |conn| async move {
+                let (statuses, _) = HealthClient::new(conn).watch(name).await?;
+                Ok(statuses)
+            })
+            .await;
+            let code = match watching {
+                Ok(statuses) => follow(service.as_deref().unwrap_or("node"), statuses).await,
+                Err(error) => failed(&error),
+            };
+            node.close();
+            code
+        }
     }
 }
 
-/// Connects to the node of `options` with a node of our own, and runs `call` on the
-/// connection, all within the timeout.
-async fn within<T, F>(options: &Options, call: impl FnOnce(Connection) -> F) -> Result<T, Error>
-where
-    F: std::future::Future<Output = Result<T, Error>>,
-{
+/// Prints each change of a watched status until the watch ends; returns the exit code of
+/// the last status.
+async fn follow(what: &str, mut statuses: Receiver<HealthStatus>) -> u8 {
+    let mut last = None;
+    loop {
+        match statuses.next().await {
+            // The node repeats a status that does not change: printed once.
+            Some(Ok(status)) if last == Some(status) => {}
+            Some(Ok(status)) => {
+                report(what, status);
+                last = Some(status);
+            }
+            None => {
+                return match last {
+                    Some(status) => exit_code(status),
+                    None => FAILED,
+                }
+            }
+            Some(Err(Error::ShuttingDown)) => {
+                print(&format!("{what}: not serving (shutting down)\n"));
+                return NOT_SERVING;
+            }
+            Some(Err(error)) => return failed(&error),
+        }
+    }
+}
+
+/// Prints `status`; returns its exit code.
+fn report(what: &str, status: HealthStatus) -> u8 {
+    print(&format!("{what}: {status}\n"));
+    exit_code(status)
+}
+
+fn exit_code(status: HealthStatus) -> u8 {
+    match status {
+        HealthStatus::Serving => SERVING,
+        HealthStatus::NotServing => NOT_SERVING,
+        HealthStatus::Unknown => UNKNOWN,
+    }
+}
+
+/// The node this tool calls from, with the key of `options`. It serves nothing, not even the
+/// built-in services.
+async fn client(options: &Options) -> Result<Node, Error> {
     let key = match &options.key {
         Some(path) => SecretKey::load(path)?,
         None => SecretKey::generate(),
     };
-    // A node that only calls: it serves nothing, not even the built-in services.
-    let node = Node::builder()
+    Node::builder()
         .secret_key(key)
         .connect_timeout(options.timeout)
         .reflection(false)
         .health_service(false)
         .bind_any()
-        .await?;
-    let outcome = tokio::time::timeout(options.timeout, async {
+        .await
+}
+
+/// Connects from `node` to the node of `options` and runs `call` on the connection, all
+/// within the timeout.
+async fn within<T, F>(
+    node: &Node,
+    options: &Options,
+    call: impl FnOnce(Connection) -> F,
+) -> Result<T, Error>
+where
+    F: std::future::Future<Output = Result<T, Error>>,
+{
+    tokio::time::timeout(options.timeout, async {
         let conn = node.dial(&options.node).await?;
         call(conn).await
     })
     .await
-    .unwrap_or(Err(Error::Timeout));
-    node.close();
-    outcome
+    .unwrap_or(Err(Error::Timeout))
 }
 
 /// Writes `text` to stdout. A reader that went away (`dep2p list … | head`) is no reason to

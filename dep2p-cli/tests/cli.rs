@@ -54,6 +54,13 @@ async fn dep2p(args: &[&str]) -> Output {
     .unwrap()
 }
 
+/// The next line the tool printed, `None` once its output has ended.
+async fn line(lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(30), lines.recv())
+        .await
+        .expect("a line within 30 s")
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
@@ -191,4 +198,51 @@ async fn bad_usage_exits_with_2_and_the_usage() {
     let output = dep2p(&["--help"]).await;
     assert_eq!(output.status.code(), Some(0));
     assert!(stdout(&output).starts_with("usage: dep2p list <ticket>"));
+}
+
+#[tokio::test]
+async fn health_watch_prints_each_change_until_the_node_shuts_down() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let node = shop().await;
+    let ticket = node.node_addr().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dep2p"))
+        .args(["health", &ticket, "shop.v1", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child's lines, read off the runtime's thread.
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+
+    assert_eq!(line(&mut lines).await.as_deref(), Some("shop.v1: serving"));
+    node.health().set("shop.v1", HealthStatus::NotServing);
+    assert_eq!(
+        line(&mut lines).await.as_deref(),
+        Some("shop.v1: not serving")
+    );
+    node.health().clear("shop.v1");
+    assert_eq!(line(&mut lines).await.as_deref(), Some("shop.v1: serving"));
+
+    // The node shuts down: the watch reports it, ends, and the tool exits as not serving.
+    let stopping = node.clone();
+    tokio::spawn(async move { stopping.shutdown(Duration::from_secs(60)).await });
+    assert_eq!(
+        line(&mut lines).await.as_deref(),
+        Some("shop.v1: not serving")
+    );
+    assert_eq!(line(&mut lines).await, None);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
 }

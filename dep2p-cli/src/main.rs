@@ -134,7 +134,10 @@ async fn follow(what: &str, mut statuses: Receiver<HealthStatus>) -> u8 {
             None => {
                 return match last {
                     Some(status) => exit_code(status),
-                    None => FAILED,
+                    None => {
+                        eprintln!("dep2p: the node ended the watch without a status");
+                        FAILED
+                    }
                 }
             }
             Some(Err(Error::ShuttingDown)) => {

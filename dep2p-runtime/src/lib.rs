@@ -67,7 +67,9 @@ mod shared;
 mod call;
 mod context;
 mod dispatch;
+mod health;
 mod incoming;
+mod introspection;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod service;
@@ -92,13 +94,17 @@ pub use call::{
 pub use connection::{Connection, Direction};
 pub use context::CallContext;
 pub use error::Error;
+pub use health::{HealthReporter, HealthStatus};
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
+pub use introspection::{
+    Health, HealthClient, HealthServer, Reflection, ReflectionClient, ReflectionServer,
+};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;
-pub use service::Service;
+pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stream::{Receiver, Response, Sender};
 pub use target::Target;
 pub use wire::{Kind, ALPN, ALPN_V1};
@@ -118,7 +124,8 @@ pub mod __private {
 
     pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
     pub use crate::incoming::{CallFuture, IncomingCall};
-    pub use crate::service::Service;
+    pub use crate::service::{MethodInfo, Service};
+    pub use crate::wire::Kind;
     pub use crate::{Connection, Error, Receiver, Sender, Target};
 
     /// Checks, at compile time, that `T` can travel as a message.

@@ -1,11 +1,15 @@
-//! What a node serves: the [`Service`] trait generated servers implement, and the registry of
-//! a node's services.
+//! What a node serves: the [`Service`] trait generated servers implement, the description of
+//! a service's methods, and the registry of a node's services.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
+
 use crate::incoming::{CallFuture, IncomingCall};
+use crate::wire::Kind;
 
 /// A service a node serves: what `#[service]` generates as `{Trait}Server`.
 ///
@@ -17,6 +21,82 @@ pub trait Service: Send + Sync + 'static {
 
     /// Routes one incoming call to its method.
     fn call(&self, call: IncomingCall) -> CallFuture;
+
+    /// The service's methods and their kinds, as the node's reflection service lists them
+    /// (see [`ReflectionClient`](crate::ReflectionClient)). `#[service]` lists every method of
+    /// the trait, in the trait's order. Default: none, for a service written by hand that
+    /// does not describe itself; it is still listed, by name.
+    fn methods(&self) -> &'static [MethodInfo] {
+        &[]
+    }
+}
+
+/// One method of a service: its name on the wire and its [`Kind`].
+///
+/// The item of [`ServiceInfo::methods`]; on the wire, a postcard struct of the name (a
+/// string) and the kind (a varint, 0 to 4 as in the call header).
+///
+/// ```
+/// use dep2p_runtime::{Kind, MethodInfo};
+///
+/// const LOGIN: MethodInfo = MethodInfo::new("login", Kind::Unary);
+/// assert_eq!(LOGIN.name(), "login");
+/// assert_eq!(LOGIN.kind(), Kind::Unary);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MethodInfo {
+    name: Cow<'static, str>,
+    kind: Kind,
+}
+
+impl MethodInfo {
+    /// The method `name`, of kind `kind`.
+    pub const fn new(name: &'static str, kind: Kind) -> Self {
+        MethodInfo {
+            name: Cow::Borrowed(name),
+            kind,
+        }
+    }
+
+    /// The method's name on the wire.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the method is called.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// A service a node serves: its name on the wire and its methods, as the reflection service
+/// reports it. On the wire, a postcard struct of the name (a string) and a sequence of
+/// [`MethodInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    name: String,
+    methods: Vec<MethodInfo>,
+}
+
+impl ServiceInfo {
+    /// The service `name` with `methods`.
+    pub fn new(name: impl Into<String>, methods: Vec<MethodInfo>) -> Self {
+        ServiceInfo {
+            name: name.into(),
+            methods,
+        }
+    }
+
+    /// The service's name on the wire.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its methods, in the order the service lists them; empty for a service that does not
+    /// describe itself (see [`Service::methods`]).
+    pub fn methods(&self) -> &[MethodInfo] {
+        &self.methods
+    }
 }
 
 /// The services a node serves, by name.
@@ -36,6 +116,23 @@ impl Services {
     pub(crate) fn get(&self, name: &str) -> Option<Arc<dyn Service>> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned()
+    }
+
+    /// Whether a service of this name is served.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.contains_key(name)
+    }
+
+    /// Every service and its methods, by name.
+    pub(crate) fn list(&self) -> Vec<ServiceInfo> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<ServiceInfo> = map
+            .iter()
+            .map(|(name, service)| ServiceInfo::new(name.clone(), service.methods().to_vec()))
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
     }
 
     /// Adds `service`, replacing one of the same name.

@@ -151,6 +151,7 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path)));
     let wire_name = service.wire_name();
     let arms = service.methods.iter().map(|method| arm(cx, s, method));
+    let infos = service.methods.iter().map(|method| method_info(cx, method));
     quote! {
         #[automatically_derived]
         impl #impl_params #private::Service for #server #args #where_clause {
@@ -164,7 +165,33 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
                     _ => __call.unknown_method(),
                 }
             }
+
+            fn methods(&self) -> &'static [#private::MethodInfo] {
+                const __METHODS: &[#private::MethodInfo] = &[#(#infos),*];
+                __METHODS
+            }
         }
+    }
+}
+
+/// The description of one method the reflection service lists: its name and kind.
+fn method_info(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
+    let private = &cx.private;
+    let cfgs = method.cfgs();
+    let wire_name = method.wire_name();
+    let kind = format_ident!(
+        "{}",
+        match method.kind() {
+            Kind::Rpc => "Unary",
+            Kind::Notify => "Notify",
+            Kind::ServerStream => "ServerStream",
+            Kind::ClientStream => "ClientStream",
+            Kind::Bidi => "Bidi",
+        }
+    );
+    quote! {
+        #(#cfgs)*
+        #private::MethodInfo::new(#wire_name, #private::Kind::#kind)
     }
 }
 

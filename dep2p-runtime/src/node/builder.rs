@@ -21,7 +21,24 @@ pub struct NodeBuilder {
     config: Config,
     key: Option<SecretKey>,
     services: Vec<Arc<dyn Service>>,
+    builtins: Builtins,
     gate: Option<Gate>,
+}
+
+/// Which built-in services a node serves.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Builtins {
+    pub(super) reflection: bool,
+    pub(super) health: bool,
+}
+
+impl Default for Builtins {
+    fn default() -> Self {
+        Builtins {
+            reflection: true,
+            health: true,
+        }
+    }
 }
 
 impl fmt::Debug for NodeBuilder {
@@ -30,6 +47,7 @@ impl fmt::Debug for NodeBuilder {
             .field("config", &self.config)
             .field("key", &self.key)
             .field("services", &self.services.len())
+            .field("builtins", &self.builtins)
             .field("accept_if", &self.gate.is_some())
             .finish()
     }
@@ -45,6 +63,25 @@ impl NodeBuilder {
     /// Serves `service` from the start.
     pub fn serve(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
+        self
+    }
+
+    /// Whether the node serves the reflection service, `dep2p.reflection.v1`
+    /// ([`Reflection`](crate::Reflection)), which lists the services the node serves and
+    /// their methods to any peer that may connect. Default: true, so that any node can be
+    /// inspected (the `dep2p` command-line tool does). Turn it off for a node whose list of
+    /// services is nobody's business; a peer can still learn whether a method of a name it
+    /// guesses exists by calling it.
+    pub fn reflection(mut self, serve: bool) -> Self {
+        self.builtins.reflection = serve;
+        self
+    }
+
+    /// Whether the node serves the health service, `dep2p.health.v1`
+    /// ([`Health`](crate::Health)), which reports whether the node and each of its services
+    /// are serving (set with [`Node::health`]). Default: true.
+    pub fn health_service(mut self, serve: bool) -> Self {
+        self.builtins.health = serve;
         self
     }
 
@@ -381,6 +418,7 @@ impl NodeBuilder {
             config,
             key,
             services,
+            builtins,
             gate,
         } = self;
         config.validate()?;
@@ -389,6 +427,6 @@ impl NodeBuilder {
             .next()
             .ok_or_else(|| Error::Config("no address to bind".into()))?;
         let key = key.unwrap_or_else(SecretKey::generate);
-        Node::start(config, key, services, addr, gate)
+        Node::start(config, key, services, builtins, addr, gate)
     }
 }

@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
+use builder::Builtins;
 pub use builder::NodeBuilder;
 pub use events::{ConnectionEvent, Events};
 pub use weak::WeakNode;
@@ -29,8 +30,10 @@ use crate::deadline::Deadline;
 use crate::dispatch;
 use crate::error::Error;
 use crate::gate::Gate;
+use crate::health::{HealthReporter, HealthState};
 use crate::id::NodeId;
 use crate::identity::SecretKey;
+use crate::introspection::{HealthServer, NodeHealth, NodeReflection, ReflectionServer};
 use crate::service::{Service, Services};
 use crate::shared::Shared;
 use crate::tls::{self, ExpectedPeer};
@@ -77,11 +80,14 @@ struct NodeInner {
     services: Arc<Services>,
     /// The live connection to each peer, dials in progress and connection events.
     registry: Arc<Registry>,
+    /// The health statuses the node reports.
+    health: Arc<HealthState>,
 }
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
         self.shared.begin_shutdown();
+        self.health.shutting_down();
         self.endpoint
             .close(wire::CLOSE_NORMAL.into(), b"node dropped");
         self.shared.set_closed();
@@ -108,6 +114,7 @@ impl Node {
         config: Config,
         key: SecretKey,
         services: Vec<Arc<dyn Service>>,
+        builtins: Builtins,
         addr: SocketAddr,
         gate: Option<Gate>,
     ) -> Result<Node, Error> {
@@ -151,6 +158,17 @@ impl Node {
         let local_addr = endpoint.local_addr()?;
         let admission = Admission::new(&config);
         let services_registry = Arc::new(Services::default());
+        let health = HealthState::new(&services_registry);
+        // The built-in services first: an application's service of the same name replaces
+        // them.
+        if builtins.reflection {
+            let reflection = NodeReflection::new(&services_registry);
+            services_registry.add(Arc::new(ReflectionServer::new(reflection)));
+        }
+        if builtins.health {
+            let service = NodeHealth::new(Arc::clone(&health), config.idle_stream_timeout);
+            services_registry.add(Arc::new(HealthServer::new(service)));
+        }
         for service in services {
             services_registry.add(service);
         }
@@ -177,6 +195,7 @@ impl Node {
                 shared,
                 services: services_registry,
                 registry: connections,
+                health,
             }
         });
         Ok(Node { inner })
@@ -206,6 +225,15 @@ impl Node {
     /// is replaced.
     pub fn serve(&self, service: impl Service) {
         self.inner.services.add(Arc::new(service));
+        self.inner.health.changed();
+    }
+
+    /// Sets the health statuses this node reports to its peers' health checks (see
+    /// [`HealthReporter`] for what it reports with nothing set, and
+    /// [`Health`](crate::Health) for the service). The statuses are kept, and reported by
+    /// [`HealthReporter::status`], even if the node does not serve the health service.
+    pub fn health(&self) -> HealthReporter {
+        HealthReporter::new(Arc::clone(&self.inner.health))
     }
 
     /// Connects to the node `id` at `addr`, or returns the live connection to it.

@@ -54,6 +54,7 @@ impl Node {
     pub async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         if inner.shared.begin_shutdown() {
+            inner.health.shutting_down();
             // The endpoint keeps its server settings: the accept loop, and once the endpoint
             // is closed quinn itself, answer new attempts with a refusal rather than silence.
             tokio::spawn(drain(
@@ -74,6 +75,7 @@ impl Node {
     pub fn close(&self) {
         let inner = &self.inner;
         inner.shared.begin_shutdown();
+        inner.health.shutting_down();
         inner.endpoint.close(wire::CLOSE_SHUTDOWN.into(), b"closed");
         inner.shared.set_closed();
     }

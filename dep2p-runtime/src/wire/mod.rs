@@ -11,5 +11,6 @@ pub(crate) use budget::Budget;
 pub(crate) use error::WireError;
 pub(crate) use frame::*;
 pub use frame::{Kind, ALPN, ALPN_V1};
+pub(crate) use header::MAX_NAME;
 pub(crate) use header::{decode_call, CallHeader, HeaderLimits, IncomingHeader};
 pub(crate) use reader::FrameReader;

@@ -1,6 +1,6 @@
 //! `#[cfg]` on a method carries over to its generated counterparts.
 
-use dep2p_runtime::service;
+use dep2p_runtime::{service, Kind, MethodInfo, Service};
 
 #[service]
 pub trait Configured {
@@ -24,7 +24,15 @@ impl Configured for Impl {
 }
 
 fn main() {
-    let _server = ConfiguredServer::new(Impl);
+    let server = ConfiguredServer::new(Impl);
+    // The methods listed for reflection are the methods compiled in.
+    assert_eq!(
+        server.methods(),
+        [
+            MethodInfo::new("always", Kind::Unary),
+            MethodInfo::new("enabled", Kind::Notify),
+        ]
+    );
     let _ = ConfiguredClient::always;
     let _ = ConfiguredClient::enabled;
 }

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::budget::{hold, Budget, Room, SMALL_FRAME};
+use super::compress::{self, PACKED, TAG_ITEM_PACKED, TAG_RESULT_PACKED};
 use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
 
 /// The most a frame reader sets aside ahead of the bytes that have arrived, for a frame that
@@ -36,6 +37,14 @@ pub(crate) struct FrameReader {
     front: Option<usize>,
     /// The least room a read is given.
     read_min: usize,
+    /// Whether compressed ITEM and RESULT frames are decompressed (protocol version 2); if
+    /// not, their tags are unknown ones.
+    unpack: bool,
+    /// Room taken for the decompressed message of the compressed frame at the front, beyond
+    /// the room the frame itself holds, or the wait for it.
+    unpack_room: Taking,
+    /// The frame at the front, decompressed: its plain tag and its message.
+    unpacked: Option<(u8, Bytes)>,
 }
 
 /// The room of the frame at the front of a reader's buffer.
@@ -69,7 +78,74 @@ impl FrameReader {
             room: Taking::None,
             front: None,
             read_min: FIRST_READ,
+            unpack: false,
+            unpack_room: Taking::None,
+            unpacked: None,
         }
+    }
+
+    /// Decompresses compressed ITEM and RESULT frames if `on` (on protocol version 2
+    /// connections); the reader hands them on as plain frames.
+    pub(crate) fn unpacking(mut self, on: bool) -> Self {
+        self.unpack = on;
+        self
+    }
+
+    /// The tag of the whole frame at the front; a compressed ITEM or RESULT is first
+    /// decompressed, and from then on is the plain frame at the front. Its announced length
+    /// is checked against the message limit before anything is set aside for it, and the
+    /// decompressed message takes room from the budgets as a frame of its size would
+    /// (counting the room the compressed frame already holds), waiting for it if need be.
+    fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<u8>, WireError>> {
+        let Some(total) = self.front else {
+            return Poll::Ready(Ok(None));
+        };
+        let tag = self.buf[4];
+        if !self.unpack || !matches!(tag, TAG_ITEM_PACKED | TAG_RESULT_PACKED) {
+            return Poll::Ready(Ok(Some(tag)));
+        }
+        let (len, skip) = match compress::unpacked_len(self.payload(), self.max_message) {
+            Ok(len) => len,
+            Err(err) => return Poll::Ready(Err(self.fail(err))),
+        };
+        let held = if total > SMALL_FRAME { total } else { 0 };
+        let wanted = if FRAME_HEAD + len > SMALL_FRAME {
+            (FRAME_HEAD + len).saturating_sub(held)
+        } else {
+            0
+        };
+        while wanted > 0 && !matches!(self.unpack_room, Taking::Held(_)) {
+            match &mut self.unpack_room {
+                Taking::Held(_) => {}
+                Taking::Waiting(wait) => {
+                    let taken = ready!(wait.as_mut().poll(cx));
+                    self.unpack_room = Taking::None;
+                    self.unpack_room = Taking::Held(taken?);
+                }
+                Taking::None => {
+                    // At most the message limit, which fits in u32.
+                    let n = u32::try_from(wanted).unwrap_or(u32::MAX);
+                    self.unpack_room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
+                }
+            }
+        }
+        let mut message = vec![0; len];
+        if let Err(err) = compress::unpack_into(&self.payload()[skip..], &mut message) {
+            return Poll::Ready(Err(self.fail(err)));
+        }
+        let (_, room) = self.take_front(total);
+        let extra = match std::mem::take(&mut self.unpack_room) {
+            Taking::Held(extra) => Some(extra),
+            _ => None,
+        };
+        let message = match (room, extra) {
+            _ if FRAME_HEAD + len <= SMALL_FRAME => Bytes::from(message),
+            (Some(room), Some(extra)) => hold(message, room.join(extra)),
+            (Some(room), None) | (None, Some(room)) => hold(message, room),
+            (None, None) => Bytes::from(message),
+        };
+        self.unpacked = Some((tag & !PACKED, message));
+        Poll::Ready(Ok(Some(tag & !PACKED)))
     }
 
     /// Takes room for a large frame of `total` bytes from the budgets before reading it (or
@@ -130,6 +206,9 @@ impl FrameReader {
         let Some(tag) = ready!(self.poll_ready(cx))? else {
             return Poll::Ready(Ok(None));
         };
+        if let Some((tag, message)) = self.unpacked.take() {
+            return Poll::Ready(Ok(Some((tag, message))));
+        }
         let total = FRAME_HEAD + self.payload().len();
         let (mut frame, room) = self.take_front(total);
         frame.advance(FRAME_HEAD);
@@ -145,6 +224,9 @@ impl FrameReader {
     /// The payload of the whole frame at the front, after [`poll_ready`](Self::poll_ready)
     /// returned its tag; empty otherwise.
     pub(crate) fn payload(&self) -> &[u8] {
+        if let Some((_, message)) = &self.unpacked {
+            return message;
+        }
         match self.front {
             Some(total) => &self.buf[FRAME_HEAD..total],
             None => &[],
@@ -153,6 +235,9 @@ impl FrameReader {
 
     /// Drops the frame at the front, once its payload has been used.
     pub(crate) fn consume(&mut self) {
+        if self.unpacked.take().is_some() {
+            return;
+        }
         match (self.front, &self.room) {
             (Some(total), Taking::Held(_)) => drop(self.take_front(total)),
             (Some(total), _) => {
@@ -171,8 +256,11 @@ impl FrameReader {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<u8>, WireError>> {
+        if let Some((tag, _)) = &self.unpacked {
+            return Poll::Ready(Ok(Some(*tag)));
+        }
         if self.front.is_some() {
-            return Poll::Ready(Ok(Some(self.buf[4])));
+            return self.poll_front(cx);
         }
         loop {
             // The length alone decides whether a frame is acceptable: check it as soon as its
@@ -198,7 +286,7 @@ impl FrameReader {
                 if self.buf.len() >= wanted {
                     self.front = Some(wanted);
                     self.read_min = READ_MIN;
-                    return Poll::Ready(Ok(Some(self.buf[4])));
+                    return self.poll_front(cx);
                 }
             }
             if self.done {
@@ -298,6 +386,8 @@ impl FrameReader {
         self.buf = BytesMut::new();
         self.front = None;
         self.room = Taking::None;
+        self.unpack_room = Taking::None;
+        self.unpacked = None;
     }
 }
 

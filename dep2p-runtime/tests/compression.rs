@@ -509,3 +509,116 @@ async fn arguments_up_to_the_limit_decompress() {
     let (_, answer) = exchange(&conn, &packed_echo(&packed), true).await;
     assert_eq!(answer, frame(RESULT, &plain));
 }
+
+/// A callee that answers each call with the next of `answers`, whatever was asked.
+async fn hostile_callee(answers: Vec<Vec<u8>>) -> (Node, Connection) {
+    let (chain, key, id) = common::raw::ed25519_identity();
+    let listener = common::raw::listener(common::raw::server_tls(chain, key));
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let conn = listener.accept().await.unwrap().await.unwrap();
+        for answer in answers {
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let (tag, _) = read_frame(&mut recv).await;
+            assert_eq!(tag, CALL);
+            send.write_all(&answer).await.unwrap();
+            send.finish().unwrap();
+        }
+        conn.closed().await;
+        drop(listener);
+    });
+    let client = node(Node::builder().max_message_size(LIMIT)).await;
+    let conn = client.connect(addr, id).await.unwrap();
+    assert_eq!(conn.protocol_version(), 2);
+    (client, conn)
+}
+
+/// A caller reads compressed results with the same bounds: a bad one fails its call, and the
+/// next call on the connection is answered.
+#[tokio::test]
+async fn a_caller_bounds_compressed_results() {
+    let mut huge = Vec::new();
+    varint(&mut huge, 1 << 30);
+    huge.extend(bomb_block(16));
+    let mut expanding = vec![0x41];
+    expanding.extend(bomb_block(4000));
+    let mut lying = PACKED_AS;
+    lying[0] = 100;
+    let answers = [
+        &huge[..],
+        &expanding[..],
+        &lying[..],
+        &[0x41, 0xff, 0xff][..],
+        &PACKED_AS[..],
+    ];
+    let (_client, conn) =
+        hostile_callee(answers.iter().map(|a| frame(RESULT_PACKED, a)).collect()).await;
+    let ask = || common::echo(&conn, "x");
+    let err = ask().await.unwrap_err();
+    assert!(
+        matches!(err, dep2p_runtime::Error::MessageTooLarge(ref m) if m.contains("1073741824")),
+        "{err:?}"
+    );
+    for _ in 0..3 {
+        let err = ask().await.unwrap_err();
+        assert!(matches!(err, dep2p_runtime::Error::Protocol(_)), "{err:?}");
+    }
+    assert_eq!(ask().await.unwrap(), "a".repeat(64));
+}
+
+/// `n` bytes that compress to about two thirds: eight bytes that do not repeat, then eight
+/// zeros, over and over.
+fn half_compressible(n: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n)
+        .map(|i| {
+            if i % 16 >= 8 {
+                return 0;
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as u8
+        })
+        .collect()
+}
+
+/// Messages whose compressed frames are large too take room in the budgets for their
+/// decompressed size once, and give it back: with budgets of little more than one message,
+/// message after message goes through.
+#[tokio::test]
+async fn large_compressed_frames_give_their_room_back() {
+    let max = 1024 * 1024;
+    let tight = || {
+        lz4()
+            .max_message_size(max)
+            .connection_buffer(max + 64 * 1024)
+            .memory_budget(max + 64 * 1024)
+    };
+    let b = blobs(tight(), tight()).await;
+    let data = half_compressible(max - 1024);
+    let mirror = async {
+        let (mut to, mut from, result) = b.client.mirror().await.unwrap();
+        for _ in 0..8 {
+            to.send(data.clone()).await.unwrap();
+            assert_eq!(from.next().await.unwrap().unwrap(), data);
+        }
+        to.finish().unwrap();
+        assert!(from.next().await.is_none());
+        result.await.unwrap()
+    };
+    let limited = tokio::time::timeout(std::time::Duration::from_secs(60), mirror);
+    let (sent, received, n) = traffic(&b.conn, limited).await;
+    let n = n.expect("every message through within a minute");
+    assert_eq!(n, 8);
+    // Compressed, but not by much: each frame is itself a large one.
+    let plain = 8 * data.len() as u64;
+    assert!(
+        sent < plain * 6 / 7 && sent > plain / 2,
+        "{sent} of {plain}"
+    );
+    assert!(
+        received < plain * 6 / 7 && received > plain / 2,
+        "{received} of {plain}"
+    );
+}

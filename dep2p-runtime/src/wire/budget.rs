@@ -33,15 +33,6 @@ pub(crate) struct Room {
     _node: OwnedSemaphorePermit,
 }
 
-impl Room {
-    /// One room holding both `self` and `other`, taken from the same budgets.
-    pub(crate) fn join(mut self, other: Room) -> Room {
-        self._connection.merge(other._connection);
-        self._node.merge(other._node);
-        self
-    }
-}
-
 /// Which budget had no room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Full {

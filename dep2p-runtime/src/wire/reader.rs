@@ -40,9 +40,6 @@ pub(crate) struct FrameReader {
     /// Whether compressed ITEM and RESULT frames are decompressed (protocol version 2); if
     /// not, their tags are unknown ones.
     unpack: bool,
-    /// Room taken for the decompressed message of the compressed frame at the front, beyond
-    /// the room the frame itself holds, or the wait for it.
-    unpack_room: Taking,
     /// The frame at the front, decompressed: its plain tag and its message.
     unpacked: Option<(u8, Bytes)>,
 }
@@ -79,7 +76,6 @@ impl FrameReader {
             front: None,
             read_min: FIRST_READ,
             unpack: false,
-            unpack_room: Taking::None,
             unpacked: None,
         }
     }
@@ -91,69 +87,70 @@ impl FrameReader {
         self
     }
 
-    /// The tag of the whole frame at the front; a compressed ITEM or RESULT is first
-    /// decompressed, and from then on is the plain frame at the front. Its announced length
-    /// is checked against the message limit before anything is set aside for it, and the
-    /// decompressed message takes room from the budgets as a frame of its size would
-    /// (counting the room the compressed frame already holds), waiting for it if need be.
-    fn poll_front(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<u8>, WireError>> {
+    /// Whether the frame at the front of the buffer is a compressed ITEM or RESULT this
+    /// reader decompresses; its head must be here.
+    fn is_packed(&self) -> bool {
+        self.unpack && matches!(self.buf[4], TAG_ITEM_PACKED | TAG_RESULT_PACKED)
+    }
+
+    /// The room the frame of `total` bytes at the front takes: its own size, or for a
+    /// compressed one the size of the frame its message decompresses to, if larger. `None`
+    /// until the bytes that tell (the head, and a compressed message's length) are here.
+    /// Fails if the announced length is over the message limit.
+    fn room_for(&self, total: usize) -> Result<Option<usize>, WireError> {
+        if self.buf.len() < FRAME_HEAD {
+            return Ok(None);
+        }
+        if !self.is_packed() {
+            return Ok(Some(total));
+        }
+        // The length is a varint of at most 5 bytes.
+        let known = total.min(FRAME_HEAD + 5);
+        if self.buf.len() < known {
+            return Ok(None);
+        }
+        let (len, _) = compress::unpacked_len(&self.buf[FRAME_HEAD..known], self.max_message)?;
+        Ok(Some(total.max(FRAME_HEAD + len)))
+    }
+
+    /// The tag of the whole frame at the front. A compressed ITEM or RESULT is decompressed
+    /// first, and from then on is the plain frame at the front, keeping the room taken for
+    /// it (see [`room_for`](Self::room_for)).
+    fn front_tag(&mut self) -> Result<Option<u8>, WireError> {
         let Some(total) = self.front else {
-            return Poll::Ready(Ok(None));
+            return Ok(None);
         };
         let tag = self.buf[4];
-        if !self.unpack || !matches!(tag, TAG_ITEM_PACKED | TAG_RESULT_PACKED) {
-            return Poll::Ready(Ok(Some(tag)));
+        if !self.is_packed() {
+            return Ok(Some(tag));
         }
         let (len, skip) = match compress::unpacked_len(self.payload(), self.max_message) {
             Ok(len) => len,
-            Err(err) => return Poll::Ready(Err(self.fail(err))),
+            Err(err) => return Err(self.fail(err)),
         };
-        let held = if total > SMALL_FRAME { total } else { 0 };
-        let wanted = if FRAME_HEAD + len > SMALL_FRAME {
-            (FRAME_HEAD + len).saturating_sub(held)
-        } else {
-            0
-        };
-        while wanted > 0 && !matches!(self.unpack_room, Taking::Held(_)) {
-            match &mut self.unpack_room {
-                Taking::Held(_) => {}
-                Taking::Waiting(wait) => {
-                    let taken = ready!(wait.as_mut().poll(cx));
-                    self.unpack_room = Taking::None;
-                    self.unpack_room = Taking::Held(taken?);
-                }
-                Taking::None => {
-                    // At most the message limit, which fits in u32.
-                    let n = u32::try_from(wanted).unwrap_or(u32::MAX);
-                    self.unpack_room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
-                }
-            }
-        }
         let mut message = vec![0; len];
         if let Err(err) = compress::unpack_into(&self.payload()[skip..], &mut message) {
-            return Poll::Ready(Err(self.fail(err)));
+            return Err(self.fail(err));
         }
-        let (_, room) = self.take_front(total);
-        let extra = match std::mem::take(&mut self.unpack_room) {
-            Taking::Held(extra) => Some(extra),
-            _ => None,
-        };
-        let message = match (room, extra) {
-            _ if FRAME_HEAD + len <= SMALL_FRAME => Bytes::from(message),
-            (Some(room), Some(extra)) => hold(message, room.join(extra)),
-            (Some(room), None) | (None, Some(room)) => hold(message, room),
-            (None, None) => Bytes::from(message),
+        let message = match self.take_front(total) {
+            (_, Some(room)) if FRAME_HEAD + len > SMALL_FRAME => hold(message, room),
+            _ => Bytes::from(message),
         };
         self.unpacked = Some((tag & !PACKED, message));
-        Poll::Ready(Ok(Some(tag & !PACKED)))
+        Ok(Some(tag & !PACKED))
     }
 
-    /// Takes room for a large frame of `total` bytes from the budgets before reading it (or
-    /// handing it on, if it is already here), so that all the large frames peers have in
-    /// progress or held at once stay within the budgets. Pending while other frames hold the
-    /// room.
-    fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), WireError>> {
-        if total <= SMALL_FRAME {
+    /// Takes `room` bytes (at least the frame's `total`) from the budgets for a large frame
+    /// before reading it (or handing it on, if it is already here), so that all the large
+    /// frames peers have in progress or held at once stay within the budgets. Pending while
+    /// other frames hold the room.
+    fn poll_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        total: usize,
+        room: usize,
+    ) -> Poll<Result<(), WireError>> {
+        if room <= SMALL_FRAME {
             return Poll::Ready(Ok(()));
         }
         loop {
@@ -173,9 +170,10 @@ impl FrameReader {
                     }
                 }
                 Taking::None => {
-                    // `total` is at most the message limit, which fits in u32 and is no
-                    // larger than either budget (both checked when the node is configured).
-                    let n = u32::try_from(total).unwrap_or(u32::MAX);
+                    // `room` is at most the message limit (and the head), which fits in u32
+                    // and is no larger than either budget (both checked when the node is
+                    // configured).
+                    let n = u32::try_from(room).unwrap_or(u32::MAX);
                     self.room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
                 }
             }
@@ -260,7 +258,7 @@ impl FrameReader {
             return Poll::Ready(Ok(Some(*tag)));
         }
         if self.front.is_some() {
-            return self.poll_front(cx);
+            return Poll::Ready(self.front_tag());
         }
         loop {
             // The length alone decides whether a frame is acceptable: check it as soon as its
@@ -282,11 +280,19 @@ impl FrameReader {
                     return Poll::Ready(Err(self.fail(err)));
                 }
                 wanted = FRAME_HEAD + payload;
-                ready!(self.poll_room(cx, wanted))?;
-                if self.buf.len() >= wanted {
-                    self.front = Some(wanted);
-                    self.read_min = READ_MIN;
-                    return self.poll_front(cx);
+                // Taken once, before reading on: a compressed frame never holds room while
+                // it waits for more.
+                let room = match self.room_for(wanted) {
+                    Ok(room) => room,
+                    Err(err) => return Poll::Ready(Err(self.fail(err))),
+                };
+                if let Some(room) = room {
+                    ready!(self.poll_room(cx, wanted, room))?;
+                    if self.buf.len() >= wanted {
+                        self.front = Some(wanted);
+                        self.read_min = READ_MIN;
+                        return Poll::Ready(self.front_tag());
+                    }
                 }
             }
             if self.done {
@@ -386,7 +392,6 @@ impl FrameReader {
         self.buf = BytesMut::new();
         self.front = None;
         self.room = Taking::None;
-        self.unpack_room = Taking::None;
         self.unpacked = None;
     }
 }

@@ -45,7 +45,7 @@ pub(crate) const TAG_RESULT_PACKED: u8 = TAG_RESULT | PACKED;
 ///             .min_size(4096)
 ///             .method("Files", "thumbnail", false),
 ///     )
-///     .bind("127.0.0.1:0".parse().unwrap())
+///     .bind("127.0.0.1:0")
 ///     .await?;
 /// # Ok(()) }
 /// ```

@@ -41,6 +41,8 @@ pub struct Call<K, A> {
     metadata: Vec<(String, String)>,
     /// Whether the call may be retried after a transport failure (request-response only).
     idempotent: bool,
+    /// Whether its messages are compressed, whatever its method's setting.
+    compress: Option<bool>,
     _kind: PhantomData<fn() -> K>,
 }
 
@@ -52,6 +54,7 @@ impl<K, A> fmt::Debug for Call<K, A> {
             .field("timeout", &self.timeout)
             .field("metadata", &self.metadata)
             .field("idempotent", &self.idempotent)
+            .field("compress", &self.compress)
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +75,7 @@ impl<K, A> Call<K, A> {
             timeout: None,
             metadata: Vec::new(),
             idempotent: false,
+            compress: None,
             _kind: PhantomData,
         }
     }
@@ -106,6 +110,19 @@ impl<K, A> Call<K, A> {
         self.metadata.push((key.into(), value.into()));
         self
     }
+
+    /// Compresses this call's arguments and request stream items (`true`) or not (`false`),
+    /// whatever the node's [`Compression`](crate::Compression) says for its method. As
+    /// always, only on a protocol version 2 connection, only messages of at least the node's
+    /// [`min_size`](crate::Compression::min_size), and only if that saves bytes. The
+    /// response is compressed as the callee's node decides.
+    ///
+    /// Default: the node's setting for the method
+    /// ([`NodeBuilder::compression`](crate::NodeBuilder::compression)).
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = Some(compress);
+        self
+    }
 }
 
 /// A call resolved to the connection it goes over.
@@ -115,6 +132,7 @@ struct Outgoing<A> {
     method: &'static str,
     args: A,
     metadata: Vec<(String, String)>,
+    compress: Option<bool>,
 }
 
 impl<K, A> Call<K, A> {
@@ -171,6 +189,7 @@ impl<K, A: Serialize> Call<K, A> {
             method,
             args,
             metadata,
+            compress,
             ..
         } = self;
         Ok(Outgoing {
@@ -179,6 +198,7 @@ impl<K, A: Serialize> Call<K, A> {
             method,
             args,
             metadata,
+            compress,
         })
     }
 
@@ -194,6 +214,7 @@ impl<K, A: Serialize> Call<K, A> {
             method,
             args,
             metadata,
+            compress,
             ..
         } = self;
         let (conn, retries) = target.connection_and_retries(deadline).await?;
@@ -203,6 +224,7 @@ impl<K, A: Serialize> Call<K, A> {
             method,
             args,
             metadata,
+            compress,
         };
         Ok((call, retries))
     }
@@ -217,6 +239,13 @@ impl<K, A: Serialize> Call<K, A> {
         let deadline = self.deadline(default_timeout);
         let open = async { self.resolve(&deadline).await?.start(kind, deadline).await };
         deadline.answer(open).await
+    }
+}
+
+impl<A> Outgoing<A> {
+    /// How the messages of the call's request direction are compressed.
+    fn pack(&self) -> wire::Pack {
+        (self.conn).pack(self.service, self.method, self.compress)
     }
 }
 
@@ -236,6 +265,7 @@ impl<A: Serialize> Outgoing<A> {
             &self.args,
             config.max_message_size,
             &config.header,
+            self.pack(),
         )?)
     }
 
@@ -438,9 +468,9 @@ impl<A> Started<A> {
 
     /// The caller's sender of stream items, the response reader and the call's bounds.
     fn into_sender<T>(self) -> Result<(Sender<T>, FrameReader, Deadline), Error> {
-        let (deadline, max_message) = (self.deadline, self.max_message);
+        let (deadline, max_message, pack) = (self.deadline, self.max_message, self.call.pack());
         let (send, reader) = self.halves()?;
-        let sender = Sender::caller(send, max_message, deadline);
+        let sender = Sender::caller(send, max_message, deadline).packing(pack);
         Ok((sender, reader, deadline))
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::wire::{HeaderLimits, FRAME_HEAD};
+use crate::wire::{Compression, HeaderLimits, FRAME_HEAD};
 
 /// Default flow-control window of one stream. Large enough that one stream carries bulk data
 /// at full speed on loopback with the loopback transport profile, and small enough that every
@@ -77,6 +77,8 @@ pub(crate) struct Config {
     /// Addresses other nodes reach this one at, listed first in its `NodeAddr`.
     /// Default: none.
     pub(crate) advertise: Vec<std::net::SocketAddr>,
+    /// Which messages this node compresses before sending them. Default: none.
+    pub(crate) compression: Compression,
 }
 
 impl Default for Config {
@@ -104,6 +106,7 @@ impl Default for Config {
             send_panic_messages: false,
             protocol_version: crate::wire::VERSION_NEWEST,
             advertise: Vec::new(),
+            compression: Compression::off(),
         }
     }
 }

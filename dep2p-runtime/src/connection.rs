@@ -374,6 +374,20 @@ impl Connection {
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
         FrameReader::new(recv, max, self.link_ref().budget.clone())
+            .unpacking(self.protocol_version() >= 2)
+    }
+
+    /// How this node compresses the messages it sends for `service.method` on this
+    /// connection: never on a version 1 connection; `force`, if set, overrides the method's
+    /// setting.
+    pub(crate) fn pack(&self, service: &str, method: &str, force: Option<bool>) -> wire::Pack {
+        let compression = &self.config().compression;
+        match force {
+            _ if self.protocol_version() < 2 => wire::Pack::OFF,
+            Some(true) => compression.forced(),
+            Some(false) => wire::Pack::OFF,
+            None => compression.pack(service, method),
+        }
     }
 
     /// Room for the bytes of incoming frames this connection holds.

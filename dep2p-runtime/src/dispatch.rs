@@ -14,7 +14,7 @@ use crate::id::Short;
 use crate::incoming::{reject, IncomingCall};
 use crate::service::Services;
 use crate::trace;
-use crate::wire::{self, FrameReader, Kind, TAG_CALL};
+use crate::wire::{self, FrameReader, Kind, TAG_CALL, TAG_CALL_PACKED};
 
 /// Serves the calls `link`'s peer makes, in a task of its own, until the connection closes;
 /// then `on_close` is dropped.
@@ -124,8 +124,9 @@ async fn serve_stream(
     let first = header_bound
         .within(async { reader.frame().await.map_err(Error::from) })
         .await;
-    let payload = match first {
-        Ok(Ok(Some((TAG_CALL, payload)))) => payload,
+    let (packed, payload) = match first {
+        Ok(Ok(Some((TAG_CALL, payload)))) => (false, payload),
+        Ok(Ok(Some((TAG_CALL_PACKED, payload)))) if conn.protocol_version() >= 2 => (true, payload),
         Ok(Ok(Some((tag, _)))) => {
             let err = Error::Protocol(format!("expected a call header, got frame tag {tag:#04x}"));
             return refuse(&conn, reader, send, err).await;
@@ -152,6 +153,13 @@ async fn serve_stream(
     let (header, args) = match wire::decode_call(&payload, &config.header) {
         Ok(call) => call,
         Err(err) => return refuse(&conn, reader, send, err.into()).await,
+    };
+    let args = match packed {
+        true => match unpack_args(&conn, &args) {
+            Ok(args) => args,
+            Err(err) => return refuse(&conn, reader, send, err).await,
+        },
+        false => args,
     };
     // The header and the arguments keep what they need of it.
     drop(payload);
@@ -202,6 +210,21 @@ async fn serve_stream(
     crate::otel::extract(&span, header.metadata());
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
     trace::served(span, service.call(call)).await;
+}
+
+/// The arguments of a compressed CALL frame, decompressed. Their announced size is checked
+/// against the message limit before anything is set aside for them, and they take room from
+/// the budgets, as the frame does, for as long as the call keeps them: a call that finds none
+/// is refused.
+fn unpack_args(conn: &Connection, packed: &[u8]) -> Result<bytes::Bytes, Error> {
+    let (len, skip) = wire::unpacked_len(packed, conn.config().max_message_size)?;
+    // At most the message limit, which fits in u32.
+    let room = u32::try_from(wire::FRAME_HEAD + len).unwrap_or(u32::MAX);
+    let room =
+        (conn.budget().try_take(room)).map_err(|full| Error::Overloaded(full.to_string()))?;
+    let mut args = vec![0; len];
+    wire::unpack_into(&packed[skip..], &mut args)?;
+    Ok(wire::hold(args, room))
 }
 
 /// Answers a stream that will not be served, telling the peer to stop sending on it.

@@ -263,12 +263,19 @@ impl IncomingCall {
         match self.send.take() {
             Some(send) => {
                 self.stopped = Some(Box::pin(send.stopped().map(|_| ())));
-                (Sender::handler(send, tx, max, self.deadline), Some(rx))
+                let sender = Sender::handler(send, tx, max, self.deadline).packing(self.pack());
+                (sender, Some(rx))
             }
             // Only notifications lack a send stream, and `start` checked the kind. A sender
             // with nowhere to go fails its first send with `Cancelled`.
             None => (Sender::detached(max, self.deadline), None),
         }
+    }
+
+    /// How the messages this node sends for the call are compressed.
+    fn pack(&self) -> wire::Pack {
+        let context = &self.context;
+        (context.connection()).pack(context.service(), context.method(), None)
     }
 
     fn handler_receiver<T>(&mut self) -> Receiver<T> {
@@ -386,7 +393,8 @@ async fn respond<R, Fut>(
 {
     let context = call.context.clone();
     let deadline = call.deadline;
-    let max = context.connection().config().max_message_size;
+    // The message limit, and how a result is compressed.
+    let max = (context.connection().config().max_message_size, call.pack());
     // Requests of the non-streaming kinds were read whole; seeing their end now spares the
     // caller a needless STOP_SENDING.
     if let Some(reader) = &mut call.reader {
@@ -427,7 +435,7 @@ async fn respond<R, Fut>(
     };
     let encoded = match &outcome {
         Ok(Ok(value)) => {
-            std::panic::catch_unwind(AssertUnwindSafe(|| wire::encode(TAG_RESULT, value, max)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| wire::packed(TAG_RESULT, value, max)))
                 .map_err(|panic| call.panicked("encoding the result", &panic))
                 .and_then(|encoded| {
                     encoded.map_err(|err| {

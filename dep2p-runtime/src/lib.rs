@@ -107,7 +107,7 @@ pub use retry::RetryPolicy;
 pub use service::{MethodInfo, Service, ServiceInfo};
 pub use stream::{Receiver, Response, Sender};
 pub use target::Target;
-pub use wire::{Kind, ALPN, ALPN_V1};
+pub use wire::{Compression, Kind, ALPN, ALPN_V1};
 
 /// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
 pub use quinn;

@@ -52,8 +52,8 @@ proptest! {
             timeout_us,
             metadata: &metadata,
         };
-        let frame =
-            wire::encode_call(&header, &args, usize::MAX >> 1, &HeaderLimits::default()).unwrap();
+        let (limits, off) = (HeaderLimits::default(), wire::Pack::OFF);
+        let frame = wire::encode_call(&header, &args, usize::MAX >> 1, &limits, off).unwrap();
         prop_assert_eq!(frame[4], TAG_CALL);
         let payload = frame.slice(FRAME_HEAD..);
         let (decoded, rest) = wire::decode_call(&payload, &HeaderLimits::default()).unwrap();

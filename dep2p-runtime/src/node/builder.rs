@@ -360,6 +360,16 @@ impl NodeBuilder {
         self
     }
 
+    /// Which messages the node compresses before sending them, per method and from which
+    /// size (see [`Compression`](crate::Compression)); a single call can override its
+    /// method's setting with [`Call::compress`](crate::Call::compress). Only connections
+    /// speaking protocol version 2 carry compressed messages; every node accepts them there,
+    /// whatever this setting. Default: [`Compression::off`](crate::Compression::off).
+    pub fn compression(mut self, compression: crate::wire::Compression) -> Self {
+        self.config.compression = compression;
+        self
+    }
+
     /// Adds an address at which other nodes reach this one: listed, in the order added,
     /// before the bound address in [`Node::node_addr`] (and so in the node's ticket). For a
     /// node bound to `0.0.0.0` or `[::]`, which cannot tell its reachable addresses itself, or

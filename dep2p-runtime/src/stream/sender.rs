@@ -58,7 +58,7 @@ impl Outbound {
     }
 
     /// Encodes `item` onto the queue unless the queue is full (`Ok(false)`).
-    fn push<T: Serialize>(&self, item: &T, max: usize) -> Result<bool, Error> {
+    fn push<T: Serialize>(&self, item: &T, max: usize, pack: wire::Pack) -> Result<bool, Error> {
         let mut queue = self.lock();
         if let Some(err) = &queue.error {
             return Err(err.clone());
@@ -67,7 +67,7 @@ impl Outbound {
             return Ok(false);
         }
         let was_empty = queue.frames.is_empty();
-        wire::encode_into(&mut queue.frames, TAG_ITEM, item, max)?;
+        wire::encode_into(&mut queue.frames, TAG_ITEM, item, max, pack)?;
         drop(queue);
         if was_empty {
             self.to_writer.notify_one();
@@ -99,6 +99,8 @@ impl Outbound {
 pub struct Sender<T> {
     outbound: Option<Arc<Outbound>>,
     max_message: usize,
+    /// How its messages are compressed.
+    pack: wire::Pack,
     deadline: Deadline,
     _item: PhantomData<fn(T)>,
 }
@@ -136,6 +138,7 @@ impl<T> Sender<T> {
         Sender {
             outbound,
             max_message,
+            pack: wire::Pack::OFF,
             deadline,
             _item: PhantomData,
         }
@@ -159,6 +162,12 @@ impl<T> Sender<T> {
         Self::start(Some(stream), end, max_message, deadline)
     }
 
+    /// Compresses its messages as `pack` asks.
+    pub(crate) fn packing(mut self, pack: wire::Pack) -> Self {
+        self.pack = pack;
+        self
+    }
+
     /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
     pub(crate) fn detached(max_message: usize, deadline: Deadline) -> Self {
         Self::start(None, SenderEnd::Caller, max_message, deadline)
@@ -179,7 +188,7 @@ impl<T: Serialize> Sender<T> {
         let outbound = self.outbound.as_ref().ok_or(Error::Cancelled)?;
         let mut waited = false;
         loop {
-            if outbound.push(&item, self.max_message)? {
+            if outbound.push(&item, self.max_message, self.pack)? {
                 return Ok(());
             }
             // The queue is full: wait for the writer to take it. A wake-up may be left over

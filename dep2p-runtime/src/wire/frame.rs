@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::compress::{pack_frame, Pack};
 use super::{CallHeader, HeaderLimits, WireError};
 
 /// ALPN identifier of the newest protocol version this crate speaks, `dep2p/2`.
@@ -150,7 +151,9 @@ fn end(mut buf: Vec<u8>) -> Bytes {
     // configuration keeps below 2^32 - 1.
     let len = (buf.len() - FRAME_HEAD + 1) as u32;
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    // Sized exactly, so the conversion takes the vector as it is.
+    // Sized exactly, so the conversion takes the vector as it is. (A compressed frame was
+    // encoded plain first: its spare room goes.)
+    buf.shrink_to_fit();
     Bytes::from(buf)
 }
 
@@ -169,12 +172,26 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     Ok(end(buf))
 }
 
-/// Appends one frame holding `value` to `frames`, sized exactly, or leaves `frames` as it was.
+/// [`encode`] within `max_message`, compressed as `pack` asks (and only if that saves bytes).
+pub(crate) fn packed<T: Serialize + ?Sized>(
+    tag: u8,
+    value: &T,
+    (max_message, pack): (usize, Pack),
+) -> Result<Bytes, WireError> {
+    let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
+    let mut buf = postcard::to_extend(value, begin(tag, size, max_message)?).map_err(encode_err)?;
+    pack_frame(&mut buf, 0, 0, pack);
+    Ok(end(buf))
+}
+
+/// Appends one frame holding `value` to `frames`, sized exactly and compressed as `pack` asks,
+/// or leaves `frames` as it was.
 pub(crate) fn encode_into<T: Serialize>(
     frames: &mut bytes::BytesMut,
     tag: u8,
     value: &T,
     max: usize,
+    pack: Pack,
 ) -> Result<(), WireError> {
     let size = postcard::experimental::serialized_size(value).map_err(encode_err)?;
     if size > max {
@@ -192,22 +209,26 @@ pub(crate) fn encode_into<T: Serialize>(
         frames.truncate(start);
         return Err(encode_err(e));
     }
+    pack_frame(frames, start, 0, pack);
     Ok(())
 }
 
-/// Encodes the CALL frame: the header immediately followed by the arguments. Fails, before
-/// allocating, if the header breaks one of `limits` or the whole exceeds the message limit.
+/// Encodes the CALL frame: the header immediately followed by the arguments, which are
+/// compressed as `pack` asks. Fails, before allocating, if the header breaks one of `limits`
+/// or the whole exceeds the message limit.
 pub(crate) fn encode_call<A: Serialize>(
     header: &CallHeader<'_>,
     args: &A,
     max_message: usize,
     limits: &HeaderLimits,
+    pack: Pack,
 ) -> Result<Bytes, WireError> {
-    let size = header.check(limits)?
-        + postcard::experimental::serialized_size(args).map_err(encode_err)?;
+    let header_size = header.check(limits)?;
+    let size = header_size + postcard::experimental::serialized_size(args).map_err(encode_err)?;
     let buf =
         postcard::to_extend(header, begin(TAG_CALL, size, max_message)?).map_err(encode_err)?;
-    let buf = postcard::to_extend(args, buf).map_err(encode_err)?;
+    let mut buf = postcard::to_extend(args, buf).map_err(encode_err)?;
+    pack_frame(&mut buf, 0, header_size, pack);
     Ok(end(buf))
 }
 

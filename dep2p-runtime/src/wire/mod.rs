@@ -2,12 +2,15 @@
 //! frames. Nothing here knows the public `Error`: failures are [`WireError`]s.
 
 mod budget;
+mod compress;
 mod error;
 mod frame;
 mod header;
 mod reader;
 
-pub(crate) use budget::Budget;
+pub(crate) use budget::{hold, Budget};
+pub use compress::Compression;
+pub(crate) use compress::{unpack_into, unpacked_len, Pack, TAG_CALL_PACKED};
 pub(crate) use error::WireError;
 pub(crate) use frame::*;
 pub use frame::{Kind, ALPN, ALPN_V1};

@@ -9,6 +9,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::budget::{hold, Budget, Room, SMALL_FRAME};
+use super::compress::{self, PACKED, TAG_ITEM_PACKED, TAG_RESULT_PACKED};
 use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
 
 /// The most a frame reader sets aside ahead of the bytes that have arrived, for a frame that
@@ -36,6 +37,11 @@ pub(crate) struct FrameReader {
     front: Option<usize>,
     /// The least room a read is given.
     read_min: usize,
+    /// Whether compressed ITEM and RESULT frames are decompressed (protocol version 2); if
+    /// not, their tags are unknown ones.
+    unpack: bool,
+    /// The frame at the front, decompressed: its plain tag and its message.
+    unpacked: Option<(u8, Bytes)>,
 }
 
 /// The room of the frame at the front of a reader's buffer.
@@ -69,15 +75,82 @@ impl FrameReader {
             room: Taking::None,
             front: None,
             read_min: FIRST_READ,
+            unpack: false,
+            unpacked: None,
         }
     }
 
-    /// Takes room for a large frame of `total` bytes from the budgets before reading it (or
-    /// handing it on, if it is already here), so that all the large frames peers have in
-    /// progress or held at once stay within the budgets. Pending while other frames hold the
-    /// room.
-    fn poll_room(&mut self, cx: &mut Context<'_>, total: usize) -> Poll<Result<(), WireError>> {
-        if total <= SMALL_FRAME {
+    /// Decompresses compressed ITEM and RESULT frames if `on` (on protocol version 2
+    /// connections); the reader hands them on as plain frames.
+    pub(crate) fn unpacking(mut self, on: bool) -> Self {
+        self.unpack = on;
+        self
+    }
+
+    /// Whether the frame at the front of the buffer is a compressed ITEM or RESULT this
+    /// reader decompresses; its head must be here.
+    fn is_packed(&self) -> bool {
+        self.unpack && matches!(self.buf[4], TAG_ITEM_PACKED | TAG_RESULT_PACKED)
+    }
+
+    /// The room the frame of `total` bytes at the front takes: its own size, or for a
+    /// compressed one the size of the frame its message decompresses to, if larger. `None`
+    /// until the bytes that tell (the head, and a compressed message's length) are here.
+    /// Fails if the announced length is over the message limit.
+    fn room_for(&self, total: usize) -> Result<Option<usize>, WireError> {
+        if self.buf.len() < FRAME_HEAD {
+            return Ok(None);
+        }
+        if !self.is_packed() {
+            return Ok(Some(total));
+        }
+        // The length is a varint of at most 5 bytes.
+        let known = total.min(FRAME_HEAD + 5);
+        if self.buf.len() < known {
+            return Ok(None);
+        }
+        let (len, _) = compress::unpacked_len(&self.buf[FRAME_HEAD..known], self.max_message)?;
+        Ok(Some(total.max(FRAME_HEAD + len)))
+    }
+
+    /// The tag of the whole frame at the front. A compressed ITEM or RESULT is decompressed
+    /// first, and from then on is the plain frame at the front, keeping the room taken for
+    /// it (see [`room_for`](Self::room_for)).
+    fn front_tag(&mut self) -> Result<Option<u8>, WireError> {
+        let Some(total) = self.front else {
+            return Ok(None);
+        };
+        let tag = self.buf[4];
+        if !self.is_packed() {
+            return Ok(Some(tag));
+        }
+        let (len, skip) = match compress::unpacked_len(self.payload(), self.max_message) {
+            Ok(len) => len,
+            Err(err) => return Err(self.fail(err)),
+        };
+        let mut message = vec![0; len];
+        if let Err(err) = compress::unpack_into(&self.payload()[skip..], &mut message) {
+            return Err(self.fail(err));
+        }
+        let message = match self.take_front(total) {
+            (_, Some(room)) if FRAME_HEAD + len > SMALL_FRAME => hold(message, room),
+            _ => Bytes::from(message),
+        };
+        self.unpacked = Some((tag & !PACKED, message));
+        Ok(Some(tag & !PACKED))
+    }
+
+    /// Takes `room` bytes (at least the frame's `total`) from the budgets for a large frame
+    /// before reading it (or handing it on, if it is already here), so that all the large
+    /// frames peers have in progress or held at once stay within the budgets. Pending while
+    /// other frames hold the room.
+    fn poll_room(
+        &mut self,
+        cx: &mut Context<'_>,
+        total: usize,
+        room: usize,
+    ) -> Poll<Result<(), WireError>> {
+        if room <= SMALL_FRAME {
             return Poll::Ready(Ok(()));
         }
         loop {
@@ -97,9 +170,10 @@ impl FrameReader {
                     }
                 }
                 Taking::None => {
-                    // `total` is at most the message limit, which fits in u32 and is no
-                    // larger than either budget (both checked when the node is configured).
-                    let n = u32::try_from(total).unwrap_or(u32::MAX);
+                    // `room` is at most the message limit (and the head), which fits in u32
+                    // and is no larger than either budget (both checked when the node is
+                    // configured).
+                    let n = u32::try_from(room).unwrap_or(u32::MAX);
                     self.room = Taking::Waiting(Box::pin(self.budget.clone().take(n)));
                 }
             }
@@ -130,6 +204,9 @@ impl FrameReader {
         let Some(tag) = ready!(self.poll_ready(cx))? else {
             return Poll::Ready(Ok(None));
         };
+        if let Some((tag, message)) = self.unpacked.take() {
+            return Poll::Ready(Ok(Some((tag, message))));
+        }
         let total = FRAME_HEAD + self.payload().len();
         let (mut frame, room) = self.take_front(total);
         frame.advance(FRAME_HEAD);
@@ -145,6 +222,9 @@ impl FrameReader {
     /// The payload of the whole frame at the front, after [`poll_ready`](Self::poll_ready)
     /// returned its tag; empty otherwise.
     pub(crate) fn payload(&self) -> &[u8] {
+        if let Some((_, message)) = &self.unpacked {
+            return message;
+        }
         match self.front {
             Some(total) => &self.buf[FRAME_HEAD..total],
             None => &[],
@@ -153,6 +233,9 @@ impl FrameReader {
 
     /// Drops the frame at the front, once its payload has been used.
     pub(crate) fn consume(&mut self) {
+        if self.unpacked.take().is_some() {
+            return;
+        }
         match (self.front, &self.room) {
             (Some(total), Taking::Held(_)) => drop(self.take_front(total)),
             (Some(total), _) => {
@@ -171,8 +254,11 @@ impl FrameReader {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<u8>, WireError>> {
+        if let Some((tag, _)) = &self.unpacked {
+            return Poll::Ready(Ok(Some(*tag)));
+        }
         if self.front.is_some() {
-            return Poll::Ready(Ok(Some(self.buf[4])));
+            return Poll::Ready(self.front_tag());
         }
         loop {
             // The length alone decides whether a frame is acceptable: check it as soon as its
@@ -194,11 +280,19 @@ impl FrameReader {
                     return Poll::Ready(Err(self.fail(err)));
                 }
                 wanted = FRAME_HEAD + payload;
-                ready!(self.poll_room(cx, wanted))?;
-                if self.buf.len() >= wanted {
-                    self.front = Some(wanted);
-                    self.read_min = READ_MIN;
-                    return Poll::Ready(Ok(Some(self.buf[4])));
+                // Taken once, before reading on: a compressed frame never holds room while
+                // it waits for more.
+                let room = match self.room_for(wanted) {
+                    Ok(room) => room,
+                    Err(err) => return Poll::Ready(Err(self.fail(err))),
+                };
+                if let Some(room) = room {
+                    ready!(self.poll_room(cx, wanted, room))?;
+                    if self.buf.len() >= wanted {
+                        self.front = Some(wanted);
+                        self.read_min = READ_MIN;
+                        return Poll::Ready(self.front_tag());
+                    }
                 }
             }
             if self.done {
@@ -298,6 +392,7 @@ impl FrameReader {
         self.buf = BytesMut::new();
         self.front = None;
         self.room = Taking::None;
+        self.unpacked = None;
     }
 }
 

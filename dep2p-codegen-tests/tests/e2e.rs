@@ -492,3 +492,60 @@ async fn a_method_not_marked_idempotent_is_not_retried_after_its_connection_is_l
     assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
     assert_eq!(door.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Generated code stays clean under `-D warnings` and clippy (the workspace gate runs clippy on
+// this file): lint levels, deprecation and long signatures carry over to the client.
+
+/// Rows of a table, in a type clippy finds complex once wrapped in a future.
+type Rows = Result<Vec<BTreeMap<String, Vec<(u8, String)>>>, String>;
+
+/// A service with long argument lists and complex return types.
+#[service]
+pub trait Wide {
+    /// Sums eight numbers; the allowance reaches the client method too.
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32;
+    /// The same, with an expectation that the client method carries as an allowance.
+    #[expect(clippy::too_many_arguments)]
+    #[deprecated(note = "use `sum`")]
+    async fn old_sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32;
+    /// The complexity of the written type is below clippy's threshold.
+    #[must_use]
+    #[doc(alias = "select")]
+    async fn rows(&self, n: u8) -> Result<Vec<BTreeMap<String, Vec<(u8, String)>>>, String>;
+}
+
+struct Adder;
+
+impl Wide for Adder {
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32 {
+        [a, b, c, d, e, f, g, h].iter().map(|&x| u32::from(x)).sum()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn old_sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32 {
+        self.sum(a, b, c, d, e, f, g, h).await + 1
+    }
+
+    async fn rows(&self, n: u8) -> Rows {
+        let row = BTreeMap::from([("n".to_string(), vec![(n, n.to_string())])]);
+        Ok(vec![row])
+    }
+}
+
+#[tokio::test]
+async fn services_with_long_signatures_and_deprecated_methods_work() {
+    let (_server, _client, conn) = connect(WideServer::new(Adder)).await;
+    let wide = WideClient::new(conn);
+    assert_eq!(
+        patiently(wide.sum(1, 2, 3, 4, 5, 6, 7, 8)).await.unwrap(),
+        36
+    );
+    #[allow(deprecated)]
+    let old = wide.old_sum(1, 1, 1, 1, 1, 1, 1, 1);
+    assert_eq!(patiently(old).await.unwrap(), 9);
+    let rows = patiently(wide.rows(3)).await.unwrap().unwrap();
+    assert_eq!(rows[0]["n"], vec![(3, "3".to_string())]);
+}

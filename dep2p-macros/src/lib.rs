@@ -77,7 +77,11 @@ mod tests;
 /// * `{Trait}Server<S>`: wraps an implementation `S` (`new`, `from_arc`) and implements the
 ///   runtime's `Service`.
 ///
-/// Docs and `#[cfg]`s on a method carry over to its client method and server route.
+/// Docs and `#[cfg]`s on a method carry over to its client method and server route;
+/// `#[deprecated]`, `#[must_use]` and `#[allow]` to its client method, `#[expect]` as
+/// `#[allow]`. A `#[deprecated]` trait makes the client and server types deprecated. The
+/// generated code allows deprecation inside itself, the trait allows `dead_code` (a program
+/// that only calls it never names it), and its rewritten methods `clippy::type_complexity`.
 ///
 /// # Generic traits
 ///

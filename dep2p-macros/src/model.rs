@@ -7,13 +7,14 @@ use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, PathArguments, Receiver,
-    ReturnType, TraitItem, TraitItemFn, Type,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Meta, Pat, PatType, PathArguments,
+    Receiver, ReturnType, TraitItem, TraitItemFn, Type,
 };
 
 use crate::parse::Options;
 use crate::symbol::{
-    BIDI, CLIENT_STREAM, DEFAULT_CRATE, IDEMPOTENT, NOTIFY, RECEIVER, RPC, SENDER, SERVER_STREAM,
+    BIDI, CARRIED_ATTRS, CLIENT_STREAM, DEFAULT_CRATE, IDEMPOTENT, NOTIFY, RECEIVER, RPC, SENDER,
+    SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -162,6 +163,14 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The trait's `#[deprecated]`, which the client and server types carry too.
+    pub(crate) fn deprecated(&self) -> Option<&'a Attribute> {
+        self.item
+            .attrs
+            .iter()
+            .find(|attr| attr.path().is_ident("deprecated"))
+    }
+
     /// Whether `ident` names one of the trait's type parameters.
     pub(crate) fn is_type_param(&self, ident: &Ident) -> bool {
         self.item
@@ -232,11 +241,25 @@ impl<'a> Method<'a> {
         Kind::from_attr(attr).is_some() || attr.path().is_ident(IDEMPOTENT)
     }
 
-    /// The attributes generated counterparts of this method carry over: docs and `#[cfg]`s.
-    pub(crate) fn docs_and_cfgs(&self) -> impl Iterator<Item = &'a Attribute> {
-        self.item.attrs.iter().filter(|attr| {
+    /// The attributes the client method carries over from the trait method: docs (with
+    /// `#[doc(alias)]`), `#[cfg]`s, `#[deprecated]`, `#[must_use]` and lint levels. An
+    /// `#[expect(...)]` becomes an `#[allow(...)]`: the client method need not trip the lint the
+    /// trait method does.
+    pub(crate) fn client_attrs(&self) -> impl Iterator<Item = TokenStream> + 'a {
+        self.item.attrs.iter().filter_map(|attr| {
             let path = attr.path();
-            path.is_ident("doc") || path.is_ident("cfg")
+            if path.is_ident("expect") {
+                let Meta::List(list) = &attr.meta else {
+                    return None;
+                };
+                let lints = &list.tokens;
+                let allow = Ident::new("allow", list.path.span());
+                Some(quote!(#[#allow(#lints)]))
+            } else if CARRIED_ATTRS.iter().any(|name| path.is_ident(name)) {
+                Some(attr.to_token_stream())
+            } else {
+                None
+            }
         })
     }
 

@@ -27,6 +27,10 @@ pub(crate) const SENDER: &str = "Sender";
 /// Last path segment of the stream end a handler receives from.
 pub(crate) const RECEIVER: &str = "Receiver";
 
+/// Attributes of a trait method that its client method carries over as written (`#[expect]`
+/// is carried as `#[allow]`).
+pub(crate) const CARRIED_ATTRS: &[&str] = &["doc", "cfg", "deprecated", "must_use", "allow"];
+
 /// The runtime crate when `crate = "..."` is not given.
 pub(crate) const DEFAULT_CRATE: &str = "dep2p_runtime";
 

@@ -51,7 +51,7 @@ pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
     });
     quote! {
         const _: () = {
-            #[allow(dead_code)]
+            #[allow(dead_code, deprecated)]
             fn __check_messages #impl_params () #where_clause {
                 #(#methods)*
             }

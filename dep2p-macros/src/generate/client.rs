@@ -30,6 +30,7 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
     let vis = &service.item.vis;
     let generics = params.decl(None);
     let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let deprecated = service.deprecated();
     let doc = format!(
         " The client of the [`{}`] service: one method per trait method, each returning a call \
          to `.await` or to configure first.",
@@ -39,6 +40,7 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
         #[doc = #doc]
         ///
         /// Cheap to clone: clones share the connection or peer they call.
+        #deprecated
         #vis struct #client #generics {
             target: #private::Target,
             #marker
@@ -67,6 +69,7 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
     let methods = service.methods.iter().map(|method| method_fn(cx, method));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated, clippy::type_complexity)]
         impl #impl_params #client #args #where_clause {
             #[doc = #name_doc]
             #vis const SERVICE_NAME: &'static str = #wire_name;
@@ -99,7 +102,7 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
 /// One client method: takes the request's arguments, returns the call builder.
 fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     let vis = &cx.service.item.vis;
-    let attrs = method.docs_and_cfgs();
+    let attrs = method.client_attrs();
     let default_doc = (!method.has_docs()).then(|| {
         let doc = format!(
             " Calls [`{}::{}`] on the peer.",
@@ -170,6 +173,7 @@ fn clone(cx: &Cx<'_>) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::clone::Clone for #client #args {
             fn clone(&self) -> Self {
                 Self {
@@ -188,6 +192,7 @@ fn debug(cx: &Cx<'_>) -> TokenStream {
     let name = client.to_string();
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::fmt::Debug for #client #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(#name).field("target", &self.target).finish()

@@ -53,6 +53,7 @@ fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let vis = &service.item.vis;
     let generics = params.decl(Some(s));
     let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let deprecated = service.deprecated();
     let doc = format!(
         " Serves an implementation `{s}` of [`{}`]: routes each incoming call to its method.",
         service.ident()
@@ -61,6 +62,7 @@ fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         #[doc = #doc]
         ///
         /// Cheap to clone: clones share the implementation.
+        #deprecated
         #vis struct #server #generics {
             inner: #private::Arc<#s>,
             #marker
@@ -87,6 +89,7 @@ fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params #server #args #where_clause {
             /// Serves `service`.
             #vis fn new(service: #s) -> Self {
@@ -110,6 +113,7 @@ fn clone(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::clone::Clone for #server #args {
             fn clone(&self) -> Self {
                 Self {
@@ -128,6 +132,7 @@ fn debug(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let name = server.to_string();
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::fmt::Debug for #server #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(#name).finish_non_exhaustive()
@@ -153,6 +158,7 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let arms = service.methods.iter().map(|method| arm(cx, s, method));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params #private::Service for #server #args #where_clause {
             fn name(&self) -> &str {
                 #wire_name

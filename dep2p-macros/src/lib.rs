@@ -64,7 +64,8 @@ mod tests;
 ///
 /// * `name = "..."`: the service's wire name. Default: the trait's name.
 /// * `crate = "..."`: the path generated code reaches the runtime through, for crates that
-///   re-export it. Default: `::dep2p_runtime`.
+///   re-export it. Default: the name the crate's Cargo.toml gives the `dep2p-runtime` package
+///   (so a renamed dependency needs no option), else `::dep2p_runtime`.
 ///
 /// # What is generated
 ///

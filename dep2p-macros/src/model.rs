@@ -3,6 +3,7 @@
 //! Building it never fails; whatever is wrong is left for `validate` to report.
 
 use proc_macro2::{Span, TokenStream};
+use proc_macro_crate::FoundCrate;
 use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
@@ -13,8 +14,8 @@ use syn::{
 
 use crate::parse::Options;
 use crate::symbol::{
-    BIDI, CARRIED_ATTRS, CLIENT_STREAM, DEFAULT_CRATE, IDEMPOTENT, NOTIFY, RECEIVER, RPC, SENDER,
-    SERVER_STREAM,
+    BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DEFAULT_CRATE, IDEMPOTENT, NOTIFY,
+    RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -157,7 +158,14 @@ impl<'a> Service<'a> {
         match &self.options.krate {
             Some(path) => path.to_token_stream(),
             None => {
-                let ident = Ident::new(DEFAULT_CRATE, Span::call_site());
+                // The name the user's Cargo.toml gives the runtime, so that a renamed
+                // dependency (`rpc = { package = "dep2p-runtime" }`) works without
+                // `crate = "..."`. Not found (e.g. reached through a re-export): the default.
+                let name = match proc_macro_crate::crate_name(RUNTIME_PACKAGE) {
+                    Ok(FoundCrate::Name(name)) => name,
+                    Ok(FoundCrate::Itself) | Err(_) => DEFAULT_CRATE.to_owned(),
+                };
+                let ident = Ident::new(&name, Span::call_site());
                 quote!(::#ident)
             }
         }
@@ -238,7 +246,27 @@ impl<'a> Method<'a> {
     /// Whether `attr` is one the macro reads on a method (and removes from the trait it
     /// emits): a kind, or `#[idempotent]`.
     pub(crate) fn is_method_attr(attr: &Attribute) -> bool {
-        Kind::from_attr(attr).is_some() || attr.path().is_ident(IDEMPOTENT)
+        Kind::from_attr(attr).is_some()
+            || attr.path().is_ident(IDEMPOTENT)
+            || Method::misspelled(attr).is_some()
+    }
+
+    /// The attribute the macro reads that `attr` looks like a misspelling of, if any: a name
+    /// within a third of its length in edits (`#[server_streaming]`, `#[idempotnet]`).
+    pub(crate) fn misspelled(attr: &Attribute) -> Option<&'static str> {
+        let ident = attr.path().get_ident()?.to_string();
+        if COMPILER_ATTRS.contains(&ident.as_str()) {
+            return None;
+        }
+        Kind::ALL
+            .iter()
+            .map(|(_, name)| *name)
+            .chain([IDEMPOTENT])
+            .filter(|name| *name != ident)
+            .map(|name| (edit_distance(&ident, name), name))
+            .filter(|(distance, name)| *distance <= name.len() / 3)
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, name)| name)
     }
 
     /// The attributes the client method carries over from the trait method: docs (with
@@ -320,7 +348,7 @@ impl<'a> Arg<'a> {
 }
 
 /// `Sender<T>` or `Receiver<T>`, recognised by the last path segment and its one type argument.
-fn stream_role(ty: &Type) -> Role<'_> {
+pub(crate) fn stream_role(ty: &Type) -> Role<'_> {
     let Type::Path(path) = ty else {
         return Role::Message;
     };
@@ -344,4 +372,20 @@ fn stream_role(ty: &Type) -> Role<'_> {
     } else {
         Role::Message
     }
+}
+
+/// Levenshtein distance between two names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }

@@ -22,6 +22,22 @@ pub(crate) const BIDI: &str = "bidi";
 /// call through a peer may be retried after its connection failed mid-call.
 pub(crate) const IDEMPOTENT: &str = "idempotent";
 
+/// Attributes of the language a method may carry, never taken for a misspelling of the
+/// macro's own.
+pub(crate) const COMPILER_ATTRS: &[&str] = &[
+    "doc",
+    "cfg",
+    "cfg_attr",
+    "allow",
+    "expect",
+    "warn",
+    "deny",
+    "forbid",
+    "deprecated",
+    "must_use",
+    "inline",
+];
+
 /// Last path segment of the stream end a handler sends on.
 pub(crate) const SENDER: &str = "Sender";
 /// Last path segment of the stream end a handler receives from.
@@ -31,7 +47,11 @@ pub(crate) const RECEIVER: &str = "Receiver";
 /// is carried as `#[allow]`).
 pub(crate) const CARRIED_ATTRS: &[&str] = &["doc", "cfg", "deprecated", "must_use", "allow"];
 
-/// The runtime crate when `crate = "..."` is not given.
+/// The runtime's package, looked up in the user's Cargo.toml when `crate = "..."` is not given.
+pub(crate) const RUNTIME_PACKAGE: &str = "dep2p-runtime";
+
+/// The runtime crate when `crate = "..."` is not given and the user's Cargo.toml does not
+/// name it.
 pub(crate) const DEFAULT_CRATE: &str = "dep2p_runtime";
 
 /// Methods of the generated client that a trait method of the same name would clash with,

@@ -9,7 +9,11 @@ mod trait_def;
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
 
-use crate::model::{Method, Service};
+use std::collections::HashSet;
+
+use syn::Type;
+
+use crate::model::{Method, Role, Service};
 use params::Params;
 
 pub(crate) use trait_def::fallback;
@@ -75,6 +79,22 @@ fn tuple<T: ToTokens>(items: impl IntoIterator<Item = T>) -> TokenStream {
 /// The type of the arguments sent with a method's request: `(String, u32)`.
 fn args_type(method: &Method<'_>) -> TokenStream {
     tuple(method.messages().map(|arg| arg.ty))
+}
+
+/// Every type a method's messages have, once each, in declaration order: the arguments sent
+/// with the request, the stream items, the response.
+fn message_types<'a>(method: &Method<'a>) -> Vec<&'a Type> {
+    let mut seen = HashSet::new();
+    method
+        .args
+        .iter()
+        .map(|arg| match arg.role {
+            Role::Message => arg.ty,
+            Role::Sender(item) | Role::Receiver(item) => item,
+        })
+        .chain(method.output)
+        .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
+        .collect()
 }
 
 /// The method's response type as declared, `()` when it has none.

@@ -1,9 +1,11 @@
 //! `{Trait}Server<S>`: routes incoming calls to an implementation of the trait.
 
-use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use std::collections::HashSet;
 
-use super::{args_type, tuple, Cx};
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote, ToTokens};
+
+use super::{args_type, message_types, tuple, Cx};
 use crate::model::{Kind, Method, Role};
 
 pub(super) fn server(cx: &Cx<'_>) -> TokenStream {
@@ -153,7 +155,18 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let impl_params = params.impl_params(Some(s));
     let args = params.args(Some(s));
     let trait_path = cx.trait_path();
-    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path)));
+    // Every message type, assumed to be a message (see `__private::Checked`): one that is not
+    // is reported once, by the checks, rather than again by the code below. A `#[cfg]`d
+    // method's types may not exist, so they are left out.
+    let mut seen = HashSet::new();
+    let checked = service
+        .methods
+        .iter()
+        .filter(|method| method.cfgs().next().is_none())
+        .flat_map(message_types)
+        .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
+        .map(|ty| quote!(#private::Checked<#s, #ty>: #private::Message));
+    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path #(, #checked)*)));
     let wire_name = service.wire_name();
     let arms = service.methods.iter().map(|method| arm(cx, s, method));
     quote! {

@@ -57,8 +57,8 @@ mod tests;
 /// never retried, it is an error; it takes no arguments.
 ///
 /// A method is identified on the wire by its name, so adding or reordering methods keeps older
-/// clients working. A method cannot be named `new`, `connection` or `clone`: the generated
-/// client has methods of those names.
+/// clients working. A method cannot be named `new`, `target`, `connection`, `clone` or
+/// `SERVICE_NAME`: the generated client has items of those names.
 ///
 /// # Options
 ///
@@ -66,6 +66,9 @@ mod tests;
 /// * `crate = "..."`: the path generated code reaches the runtime through, for crates that
 ///   re-export it. Default: the name the crate's Cargo.toml gives the `dep2p-runtime` package
 ///   (so a renamed dependency needs no option), else `::dep2p_runtime`.
+///
+/// * `client = "..."`, `server = "..."`: the names of the generated client and server, for a
+///   module where the defaults are taken. Default: `{Trait}Client` and `{Trait}Server`.
 ///
 /// # What is generated
 ///

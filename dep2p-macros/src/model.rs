@@ -153,6 +153,22 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The generated client's name: `client = "..."`, or `{Trait}Client`.
+    pub(crate) fn client_ident(&self) -> Ident {
+        match &self.options.client {
+            Some(ident) => ident.clone(),
+            None => format_ident!("{}Client", self.item.ident.unraw()),
+        }
+    }
+
+    /// The generated server's name: `server = "..."`, or `{Trait}Server`.
+    pub(crate) fn server_ident(&self) -> Ident {
+        match &self.options.server {
+            Some(ident) => ident.clone(),
+            None => format_ident!("{}Server", self.item.ident.unraw()),
+        }
+    }
+
     /// The path generated code reaches the runtime through.
     pub(crate) fn krate(&self) -> TokenStream {
         match &self.options.krate {
@@ -336,7 +352,12 @@ impl<'a> Arg<'a> {
         let binding = match &*syntax.pat {
             Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
             // `_` and patterns (rejected by validation) get a generated name.
-            other => format_ident!("__arg{}", index, span = other.span()),
+            // Mixed-site hygiene: it cannot clash with an argument named `__arg2`.
+            other => format_ident!(
+                "__arg{}",
+                index,
+                span = Span::mixed_site().located_at(other.span())
+            ),
         };
         Arg {
             syntax,

@@ -4,8 +4,12 @@
 pub(crate) const OPT_NAME: &str = "name";
 /// `#[service(crate = "...")]`: the path of the runtime crate.
 pub(crate) const OPT_CRATE: &str = "crate";
+/// `#[service(client = "...")]`: the name of the generated client.
+pub(crate) const OPT_CLIENT: &str = "client";
+/// `#[service(server = "...")]`: the name of the generated server.
+pub(crate) const OPT_SERVER: &str = "server";
 /// Every option `#[service(...)]` accepts, in the order error messages list them.
-pub(crate) const OPTIONS: &[&str] = &[OPT_NAME, OPT_CRATE];
+pub(crate) const OPTIONS: &[&str] = &[OPT_NAME, OPT_CRATE, OPT_CLIENT, OPT_SERVER];
 
 /// Method attribute: request-response (the default when a method has no kind attribute).
 pub(crate) const RPC: &str = "rpc";
@@ -68,5 +72,13 @@ pub(crate) const CLIENT_RESERVED: &[(&str, &str)] = &[
     (
         "clone",
         "would shadow `Clone::clone` of `{client}`, the generated client",
+    ),
+    (
+        "target",
+        "would clash with the generated accessor `{client}::target`",
+    ),
+    (
+        "SERVICE_NAME",
+        "would clash with the generated constant `{client}::SERVICE_NAME`",
     ),
 ];

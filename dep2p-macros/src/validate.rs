@@ -437,7 +437,7 @@ fn no_clash_with_client_items(service: &Service<'_>, errors: &mut Errors) {
             .iter()
             .find(|(reserved, _)| *reserved == name)
         {
-            let client = format!("{}Client", service.ident().unraw());
+            let client = service.client_ident().to_string();
             errors.spanned(
                 method.ident(),
                 format_args!(

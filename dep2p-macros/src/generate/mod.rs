@@ -7,7 +7,7 @@ mod server;
 mod trait_def;
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, ToTokens};
+use quote::{quote, ToTokens};
 
 use std::collections::HashSet;
 
@@ -48,14 +48,13 @@ struct Cx<'a> {
 impl<'a> Cx<'a> {
     fn new(service: &'a Service<'a>) -> Self {
         let krate = service.krate();
-        let ident = service.ident();
         Cx {
             service,
             private: quote!(#krate::__private),
             krate,
             params: Params::new(service),
-            client: format_ident!("{}Client", ident),
-            server: format_ident!("{}Server", ident),
+            client: service.client_ident(),
+            server: service.server_ident(),
         }
     }
 
@@ -105,7 +104,8 @@ fn output_type(method: &Method<'_>) -> TokenStream {
     }
 }
 
-/// `tokens` with every span set to `span`.
+/// `tokens` with every span located at `span`, each keeping its hygiene (a generated
+/// variable stays distinct from the user's of the same name).
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
@@ -115,7 +115,7 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
                 respanned.set_span(span);
                 token = TokenTree::Group(respanned);
             } else {
-                token.set_span(span);
+                token.set_span(token.span().located_at(span));
             }
             token
         })

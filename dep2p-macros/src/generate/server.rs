@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
 
 use super::{args_type, message_types, tuple, Cx};
@@ -24,24 +24,29 @@ pub(super) fn server(cx: &Cx<'_>) -> TokenStream {
     }
 }
 
-/// The parameter naming the implementation: `S`, unless the trait already uses that name.
+/// The parameter naming the implementation: `S`, unless the trait already uses that name
+/// anywhere (a type parameter, or a message type named `S`).
 fn impl_param(cx: &Cx<'_>) -> Ident {
-    ["S", "Svc", "__S"]
+    let mut used = HashSet::new();
+    collect_idents(cx.service.item.to_token_stream(), &mut used);
+    ["S", "Svc", "__S", "__Dep2pService"]
         .iter()
-        .map(|name| format_ident!("{}", name))
-        .find(|ident| {
-            !cx.service
-                .item
-                .generics
-                .params
-                .iter()
-                .any(|param| match param {
-                    syn::GenericParam::Type(param) => param.ident == *ident,
-                    syn::GenericParam::Const(param) => param.ident == *ident,
-                    syn::GenericParam::Lifetime(_) => false,
-                })
-        })
-        .unwrap_or_else(|| format_ident!("__Dep2pService"))
+        .map(|name| (*name).to_owned())
+        .chain((2..).map(|n| format!("__Dep2pService{n}")))
+        .find(|name| !used.contains(name))
+        .map_or_else(|| format_ident!("S"), |name| format_ident!("{}", name))
+}
+
+fn collect_idents(tokens: TokenStream, used: &mut HashSet<String>) {
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) => {
+                used.insert(ident.to_string());
+            }
+            TokenTree::Group(group) => collect_idents(group.stream(), used),
+            _ => {}
+        }
+    }
 }
 
 fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
@@ -169,6 +174,7 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path #(, #checked)*)));
     let wire_name = service.wire_name();
     let arms = service.methods.iter().map(|method| arm(cx, s, method));
+    let call = call_ident();
     quote! {
         #[automatically_derived]
         #[allow(deprecated)]
@@ -177,14 +183,20 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
                 #wire_name
             }
 
-            fn call(&self, __call: #private::IncomingCall) -> #private::CallFuture {
-                match __call.method() {
+            fn call(&self, #call: #private::IncomingCall) -> #private::CallFuture {
+                match #call.method() {
                     #(#arms)*
-                    _ => __call.unknown_method(),
+                    _ => #call.unknown_method(),
                 }
             }
         }
     }
+}
+
+/// The incoming call's variable. Like every variable generated code introduces, it has
+/// mixed-site hygiene, so an argument of the same name does not clash with it.
+fn call_ident() -> Ident {
+    Ident::new("__call", Span::mixed_site())
 }
 
 /// The match arm routing one method's calls to the implementation.
@@ -221,14 +233,15 @@ fn arm(cx: &Cx<'_>, s: &Ident, method: &Method<'_>) -> TokenStream {
     // Spanned at the method, so that a message type the runtime cannot carry is reported in
     // the trait rather than at the attribute.
     let handler = Ident::new(handler, ident.span());
+    let (call, svc) = (call_ident(), Ident::new("__svc", Span::mixed_site()));
     // Every parameter, in the trait's order.
     let call_args = method.args.iter().map(|arg| &arg.binding);
     quote! {
         #(#cfgs)*
         #wire_name => {
-            let __svc = ::core::clone::Clone::clone(&self.inner);
-            __call.#handler(move |#pattern: #args_type #receiver #sender| async move {
-                <#s as #trait_path>::#ident(&__svc, #(#call_args),*).await
+            let #svc = ::core::clone::Clone::clone(&self.inner);
+            #call.#handler(move |#pattern: #args_type #receiver #sender| async move {
+                <#s as #trait_path>::#ident(&#svc, #(#call_args),*).await
             })
         }
     }

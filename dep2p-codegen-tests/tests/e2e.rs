@@ -549,3 +549,82 @@ async fn services_with_long_signatures_and_deprecated_methods_work() {
     let rows = patiently(wide.rows(3)).await.unwrap().unwrap();
     assert_eq!(rows[0]["n"], vec![(3, "3".to_string())]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Stream ends are the ones the kind says, whatever their spelling; an application type named
+// like a stream end is a message in a method that has no stream ends.
+
+mod app {
+    use serde::{Deserialize, Serialize};
+
+    /// The application's own type, named like the runtime's stream end.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Sender<T> {
+        pub name: String,
+        pub tag: T,
+    }
+}
+
+use dep2p_runtime::Receiver as Rx;
+use dep2p_runtime::Sender as Tx;
+
+/// Senders of letters, with stream ends under other names.
+#[service]
+pub trait Post {
+    /// Request-response: `app::Sender<u8>` is a message.
+    async fn who(&self, sender: app::Sender<u8>) -> String;
+    /// The `Sender` spelled `Tx`.
+    #[server_stream]
+    async fn letters(&self, count: u8, out: Tx<String>);
+    /// Both ends renamed: the `Receiver` comes before the `Sender`.
+    #[bidi]
+    async fn echo(&self, incoming: Rx<String>, out: Tx<String>);
+}
+
+struct Office;
+
+impl Post for Office {
+    async fn who(&self, sender: app::Sender<u8>) -> String {
+        format!("{}#{}", sender.name, sender.tag)
+    }
+
+    async fn letters(&self, count: u8, mut out: Tx<String>) {
+        for i in 0..count {
+            if out.send(format!("letter {i}")).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn echo(&self, mut incoming: Rx<String>, mut out: Tx<String>) {
+        while let Some(Ok(text)) = incoming.next().await {
+            if out.send(text).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_ends_are_the_ones_the_kind_says_whatever_their_spelling() {
+    let (_server, _client, conn) = connect(PostServer::new(Office)).await;
+    let post = PostClient::new(conn);
+
+    let sender = app::Sender {
+        name: "ann".to_string(),
+        tag: 7,
+    };
+    assert_eq!(patiently(post.who(sender)).await.unwrap(), "ann#7");
+
+    let (letters, response) = patiently(post.letters(2)).await.unwrap();
+    let letters: Vec<String> = patiently(letters.map(Result::unwrap).collect()).await;
+    assert_eq!(letters, ["letter 0", "letter 1"]);
+    patiently(response).await.unwrap();
+
+    let (mut out, incoming, response) = patiently(post.echo()).await.unwrap();
+    patiently(out.send("hello".to_string())).await.unwrap();
+    out.finish().unwrap();
+    let echoed: Vec<String> = patiently(incoming.map(Result::unwrap).collect()).await;
+    assert_eq!(echoed, ["hello"]);
+    patiently(response).await.unwrap();
+}

@@ -42,8 +42,12 @@ mod tests;
 /// Every method is an `async fn` taking `&self` and named arguments; its kind is chosen by at
 /// most one attribute. Streaming methods take the stream ends they use as parameters, anywhere
 /// among the arguments: `#[server_stream]` a `Sender<T>`, `#[client_stream]` a `Receiver<T>`,
-/// `#[bidi]` one of each. They are recognised by the last path segment, `Sender` or
-/// `Receiver`, with one type argument. Arguments, stream items and return values must be
+/// `#[bidi]` one of each. The kind says which ends there are: a request-response method or a
+/// notification has none, so all its parameters are messages (an application type named
+/// `Sender<T>` included). In a streaming method an end is the parameter spelled
+/// `Sender<T>` / `Receiver<T>` (any path); an end spelled otherwise (an alias, `Tx<T>`) is
+/// the last parameter of the form `X<T>` not already an end, the `Sender` last and the
+/// `Receiver` before it. The compiler checks that it is the runtime's type. Arguments, stream items and return values must be
 /// `Serialize + DeserializeOwned + Send + 'static`; a type that is not is reported at the type.
 /// The declared return type travels as is, so an application error inside it (`Err(LoginError)`)
 /// reaches the caller intact, distinct from the runtime's errors.

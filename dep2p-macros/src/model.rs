@@ -15,7 +15,7 @@ use syn::{
 use crate::parse::Options;
 use crate::symbol::{
     BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DEFAULT_CRATE, IDEMPOTENT, NOTIFY,
-    RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
+    NOT_STREAM_ENDS, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -206,7 +206,7 @@ impl<'a> Service<'a> {
 
 impl<'a> Method<'a> {
     fn from_syntax(item: &'a TraitItemFn) -> Self {
-        let kind_attrs = item
+        let kind_attrs: Vec<KindAttr<'a>> = item
             .attrs
             .iter()
             .filter_map(|attr| Kind::from_attr(attr).map(|kind| KindAttr { kind, attr }))
@@ -224,6 +224,7 @@ impl<'a> Method<'a> {
                 FnArg::Typed(syntax) => args.push(Arg::from_syntax(syntax, index)),
             }
         }
+        assign_stream_ends(&kind_attrs, &mut args);
         let output = match &item.sig.output {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some(&**ty),
@@ -368,22 +369,64 @@ impl<'a> Arg<'a> {
     }
 }
 
+/// Which parameters are stream ends, decided by the kind: a request-response method or a
+/// notification has none, so a message type of the application's named `Sender<T>` is a
+/// message there. A streaming method has the ends its kind says: each is the parameter
+/// spelled `Sender<T>` / `Receiver<T>` (any path), or else, for a type spelled otherwise (an
+/// alias such as `Tx<T>`), the last parameter of the form `X<T>` not already an end, the
+/// `Sender` last and the `Receiver` before it. The compiler then checks that the type is the
+/// runtime's stream end.
+fn assign_stream_ends(kind_attrs: &[KindAttr<'_>], args: &mut [Arg<'_>]) {
+    let kind = match kind_attrs {
+        [] => Kind::Rpc,
+        [one] => one.kind,
+        // The kind is unclear (reported by validation): stream ends by their spelling.
+        _ => return,
+    };
+    if !kind.has_sender() && !kind.has_receiver() {
+        for arg in args.iter_mut() {
+            arg.role = Role::Message;
+        }
+        return;
+    }
+    let has = |args: &[Arg<'_>], sender: bool| {
+        args.iter().any(|arg| match arg.role {
+            Role::Sender(_) => sender,
+            Role::Receiver(_) => !sender,
+            Role::Message => false,
+        })
+    };
+    for sender in [true, false] {
+        let needed = if sender {
+            kind.has_sender()
+        } else {
+            kind.has_receiver()
+        };
+        if !needed || has(args, sender) {
+            continue;
+        }
+        let candidate = args
+            .iter_mut()
+            .rev()
+            .find(|arg| matches!(arg.role, Role::Message) && may_be_stream_end(arg.ty));
+        if let Some(arg) = candidate {
+            if let Some(item) = stream_item(arg.ty) {
+                arg.role = if sender {
+                    Role::Sender(item)
+                } else {
+                    Role::Receiver(item)
+                };
+            }
+        }
+    }
+}
+
 /// `Sender<T>` or `Receiver<T>`, recognised by the last path segment and its one type argument.
 pub(crate) fn stream_role(ty: &Type) -> Role<'_> {
     let Type::Path(path) = ty else {
         return Role::Message;
     };
-    if path.qself.is_some() {
-        return Role::Message;
-    }
-    let Some(last) = path.path.segments.last() else {
-        return Role::Message;
-    };
-    let PathArguments::AngleBracketed(generics) = &last.arguments else {
-        return Role::Message;
-    };
-    let mut types = generics.args.iter();
-    let (Some(GenericArgument::Type(item)), None) = (types.next(), types.next()) else {
+    let (Some(last), Some(item)) = (path.path.segments.last(), stream_item(ty)) else {
         return Role::Message;
     };
     if last.ident == SENDER {
@@ -392,6 +435,38 @@ pub(crate) fn stream_role(ty: &Type) -> Role<'_> {
         Role::Receiver(item)
     } else {
         Role::Message
+    }
+}
+
+/// Whether `ty` may be a stream end spelled otherwise: of the form `X<T>`, `X` not a standard
+/// container.
+fn may_be_stream_end(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    let standard = path
+        .path
+        .segments
+        .last()
+        .is_some_and(|last| NOT_STREAM_ENDS.iter().any(|name| last.ident == name));
+    !standard && stream_item(ty).is_some()
+}
+
+/// `T` in a type of the form `X<T>` (a path whose last segment has one type argument).
+fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let PathArguments::AngleBracketed(generics) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    let mut types = generics.args.iter();
+    match (types.next(), types.next()) {
+        (Some(GenericArgument::Type(item)), None) => Some(item),
+        _ => None,
     }
 }
 

@@ -26,6 +26,28 @@ pub(crate) const BIDI: &str = "bidi";
 /// call through a peer may be retried after its connection failed mid-call.
 pub(crate) const IDEMPOTENT: &str = "idempotent";
 
+/// Standard types of the form `X<T>` that are never a stream end spelled otherwise, so a
+/// streaming method without its end is reported as such rather than as a type mismatch.
+pub(crate) const NOT_STREAM_ENDS: &[&str] = &[
+    "Vec",
+    "VecDeque",
+    "LinkedList",
+    "BinaryHeap",
+    "HashSet",
+    "BTreeSet",
+    "Option",
+    "Box",
+    "Arc",
+    "Rc",
+    "Cell",
+    "RefCell",
+    "Mutex",
+    "RwLock",
+    "PhantomData",
+    "Reverse",
+    "Wrapping",
+];
+
 /// Attributes of the language a method may carry, never taken for a misspelling of the
 /// macro's own.
 pub(crate) const COMPILER_ATTRS: &[&str] = &[

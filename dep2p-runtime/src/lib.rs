@@ -128,7 +128,8 @@ pub mod __private {
         label = "not `Serialize + DeserializeOwned + Send + 'static`",
         note = "messages are serialized with serde: derive `serde::Serialize` and \
                 `serde::Deserialize` for the type and the types it contains, and make them \
-                `Send` and owned"
+                `Send` and owned; stream ends (`Sender<T>`, `Receiver<T>`) are parameters of \
+                `#[server_stream]`, `#[client_stream]` and `#[bidi]` methods only"
     )]
     pub trait Message: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static {}
 

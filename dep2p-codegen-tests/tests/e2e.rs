@@ -628,3 +628,112 @@ async fn stream_ends_are_the_ones_the_kind_says_whatever_their_spelling() {
     assert_eq!(echoed, ["hello"]);
     patiently(response).await.unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Wire names: per method, per served instance, and never two services under one name.
+
+/// A key store keeping the method names of the API it replaces.
+#[service(name = "KeyStore")]
+pub trait Keys {
+    #[rpc(name = "getKeys")]
+    async fn get_keys(&self, prefix: String) -> Vec<String>;
+    #[notify(name = "dropKeys")]
+    async fn drop_keys(&self);
+}
+
+struct Ring;
+
+impl Keys for Ring {
+    async fn get_keys(&self, prefix: String) -> Vec<String> {
+        vec![format!("{prefix}1"), format!("{prefix}2")]
+    }
+
+    async fn drop_keys(&self) {}
+}
+
+#[tokio::test]
+async fn methods_are_called_by_their_wire_names() {
+    let (_server, _client, conn) = connect(KeysServer::new(Ring)).await;
+    let keys = KeysClient::new(conn.clone());
+    assert_eq!(
+        patiently(keys.get_keys("k".into())).await.unwrap(),
+        ["k1", "k2"]
+    );
+    patiently(keys.drop_keys()).await.unwrap();
+
+    // A client of the old API calls the same names.
+    let old = dep2p_runtime::Unary::<(String,), Vec<String>>::new(
+        &conn,
+        "KeyStore",
+        "getKeys",
+        ("x".to_string(),),
+    );
+    assert_eq!(patiently(old).await.unwrap(), ["x1", "x2"]);
+    let by_ident = dep2p_runtime::Unary::<(String,), Vec<String>>::new(
+        &conn,
+        "KeyStore",
+        "get_keys",
+        ("x".to_string(),),
+    );
+    assert!(matches!(
+        patiently(by_ident).await,
+        Err(Error::UnknownMethod(_))
+    ));
+}
+
+#[tokio::test]
+async fn two_services_under_one_name_are_refused() {
+    let twice = Node::builder()
+        .serve(KeysServer::new(Ring))
+        .serve(KeysServer::new(Ring))
+        .bind("127.0.0.1:0")
+        .await;
+    match twice {
+        Err(Error::Config(message)) => assert!(message.contains("\"KeyStore\""), "{message}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+
+    let (server, _client, conn) = connect(KeysServer::new(Ring)).await;
+    assert!(matches!(
+        server.serve(KeysServer::new(Ring)),
+        Err(Error::Config(_))
+    ));
+    // The first one is still served.
+    let keys = KeysClient::new(conn);
+    assert_eq!(
+        patiently(keys.get_keys("k".into())).await.unwrap(),
+        ["k1", "k2"]
+    );
+}
+
+#[tokio::test]
+async fn a_generic_service_is_served_twice_under_two_names() {
+    let numbers: StoreServer<_, u32, String> =
+        StoreServer::new(MemoryStore(Mutex::new(BTreeMap::new())));
+    let words: StoreServer<_, String, u64> =
+        StoreServer::new(MemoryStore(Mutex::new(BTreeMap::new())));
+    let server = Node::builder()
+        .serve(dep2p_runtime::Renamed::new("store.numbers", numbers))
+        .serve(dep2p_runtime::Renamed::new("store.words", words))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let client = Node::builder()
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind client");
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("connect");
+
+    let numbers = StoreClient::<u32, String>::with_name(conn.clone(), "store.numbers");
+    let words = StoreClient::<String, u64>::with_name(conn, "store.words");
+    assert_eq!(patiently(numbers.put(1, "one".into())).await.unwrap(), None);
+    assert_eq!(patiently(words.put("one".into(), 1)).await.unwrap(), None);
+    assert_eq!(
+        patiently(numbers.get(1)).await.unwrap(),
+        Some("one".to_string())
+    );
+    assert_eq!(patiently(words.get("one".into())).await.unwrap(), Some(1));
+}

@@ -61,7 +61,8 @@ mod tests;
 /// never retried, it is an error; it takes no arguments.
 ///
 /// A method is identified on the wire by its name, so adding or reordering methods keeps older
-/// clients working. A method cannot be named `new`, `target`, `connection`, `clone` or
+/// clients working. `#[rpc(name = "getKeys")]` (any kind attribute takes `name = "..."`)
+/// gives a method another wire name, to keep the names of an API the service replaces. A method cannot be named `new`, `target`, `connection`, `clone` or
 /// `SERVICE_NAME`: the generated client has items of those names.
 ///
 /// # Options
@@ -79,7 +80,8 @@ mod tests;
 /// * The trait itself, kind attributes and `#[idempotent]` removed, each `async fn` declared as a `fn` returning
 ///   `impl Future + Send`, with `Send + Sync + 'static` supertraits: implementors still write
 ///   `async fn`, and the server can run the handlers on any thread.
-/// * `{Trait}Client`: cheap to clone, built from a connection with `new`; one method per trait
+/// * `{Trait}Client`: cheap to clone, built from a connection with `new` (or `with_name`, to
+///   call an instance served under another name with the runtime's `Renamed`); one method per trait
 ///   method, taking the non-stream arguments and returning the runtime's call builder; also
 ///   `connection()` and `SERVICE_NAME`.
 /// * `{Trait}Server<S>`: wraps an implementation `S` (`new`, `from_arc`) and implements the

@@ -8,14 +8,14 @@ use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Meta, Pat, PatType, PathArguments,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Meta, Pat, PatType, PathArguments,
     Receiver, ReturnType, TraitItem, TraitItemFn, Type,
 };
 
 use crate::parse::Options;
 use crate::symbol::{
     BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DEFAULT_CRATE, IDEMPOTENT, NOTIFY,
-    NOT_STREAM_ENDS, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
+    NOT_STREAM_ENDS, OPT_NAME, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -50,6 +50,27 @@ pub(crate) struct Method<'a> {
 pub(crate) struct KindAttr<'a> {
     pub(crate) kind: Kind,
     pub(crate) attr: &'a Attribute,
+}
+
+impl KindAttr<'_> {
+    /// `name = "..."` in `#[rpc(name = "...")]`, if the attribute has that form (anything
+    /// else is reported by validation).
+    pub(crate) fn name(&self) -> Option<LitStr> {
+        let Meta::List(list) = &self.attr.meta else {
+            return None;
+        };
+        let name_value = list.parse_args::<syn::MetaNameValue>().ok()?;
+        if !name_value.path.is_ident(OPT_NAME) {
+            return None;
+        }
+        match name_value.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => Some(lit),
+            _ => None,
+        }
+    }
 }
 
 /// How a method's call is carried.
@@ -243,10 +264,13 @@ impl<'a> Method<'a> {
         &self.item.sig.ident
     }
 
-    /// The method's name on the wire: its identifier, so that adding or reordering methods
-    /// keeps old clients working.
+    /// The method's name on the wire: `#[rpc(name = "...")]` (or another kind's), else its
+    /// identifier, so that adding or reordering methods keeps old clients working.
     pub(crate) fn wire_name(&self) -> String {
-        self.item.sig.ident.unraw().to_string()
+        match self.kind_attrs.first().and_then(KindAttr::name) {
+            Some(name) => name.value(),
+            None => self.item.sig.ident.unraw().to_string(),
+        }
     }
 
     /// The kind chosen by the (first) kind attribute; request-response without one.

@@ -96,6 +96,10 @@ pub(crate) const CLIENT_RESERVED: &[(&str, &str)] = &[
         "would shadow `Clone::clone` of `{client}`, the generated client",
     ),
     (
+        "with_name",
+        "would clash with the generated constructor `{client}::with_name`",
+    ),
+    (
         "target",
         "would clash with the generated accessor `{client}::target`",
     ),

@@ -262,13 +262,25 @@ fn borrowed_types(ty: &Type, errors: &mut Errors) {
     }
 }
 
+/// A kind attribute is bare or names the method on the wire: `#[rpc(name = "getKeys")]`.
 fn kind_attribute_has_no_arguments(method: &Method<'_>, errors: &mut Errors) {
     for kind_attr in &method.kind_attrs {
-        if !matches!(kind_attr.attr.meta, Meta::Path(_)) {
-            errors.spanned(
+        if matches!(kind_attr.attr.meta, Meta::Path(_)) {
+            continue;
+        }
+        let attr = kind_attr.kind.attr_name();
+        match kind_attr.name() {
+            Some(name) if name.value().is_empty() => {
+                errors.spanned(&name, "the method's wire name must not be empty");
+            }
+            Some(_) => {}
+            None => errors.spanned(
                 &kind_attr.attr.meta,
-                format_args!("`#[{}]` takes no arguments", kind_attr.kind.attr_name()),
-            );
+                format_args!(
+                    "`#[{attr}]` takes no arguments but the method's wire name: \
+                     `#[{attr}(name = \"...\")]`"
+                ),
+            ),
         }
     }
 }
@@ -418,8 +430,12 @@ fn unique_method_names(service: &Service<'_>, errors: &mut Errors) {
     for method in &service.methods {
         let name = method.wire_name();
         if seen.insert(name.clone(), method.ident()).is_some() {
+            let at = match method.kind_attrs.first().and_then(|attr| attr.name()) {
+                Some(lit) => lit.to_token_stream(),
+                None => method.ident().to_token_stream(),
+            };
             errors.spanned(
-                method.ident(),
+                at,
                 format_args!(
                     "duplicate method `{name}`: methods are identified on the wire by name"
                 ),

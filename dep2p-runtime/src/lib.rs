@@ -98,7 +98,7 @@ pub use incoming::{CallFuture, IncomingCall};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;
-pub use service::Service;
+pub use service::{Renamed, Service};
 pub use stream::{Receiver, Response, Sender};
 pub use target::Target;
 pub use wire::{Kind, ALPN, ALPN_V1};

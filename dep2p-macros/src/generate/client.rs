@@ -43,6 +43,7 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
         #deprecated
         #vis struct #client #generics {
             target: #private::Target,
+            service: &'static str,
             #marker
         }
     }
@@ -77,8 +78,18 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
             /// Creates a client that calls the service on `target`: a `Connection`, or a
             /// reconnecting `Peer`, whose calls wait within their deadline for a connection.
             #vis fn new(target: impl ::core::convert::Into<#private::Target>) -> Self {
+                Self::with_name(target, Self::SERVICE_NAME)
+            }
+
+            /// Creates a client that calls the service served under `name` on `target` (see
+            /// the runtime's `Renamed`).
+            #vis fn with_name(
+                target: impl ::core::convert::Into<#private::Target>,
+                name: &'static str,
+            ) -> Self {
                 Self {
                     target: ::core::convert::Into::into(target),
+                    service: name,
                     #marker
                 }
             }
@@ -124,7 +135,7 @@ fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     // the trait rather than at the attribute.
     let idempotent = method.is_idempotent().then(|| quote!(.idempotent()));
     let body = respan(
-        quote!(#constructor::new(&self.target, Self::SERVICE_NAME, #wire_name, #args) #idempotent),
+        quote!(#constructor::new(&self.target, self.service, #wire_name, #args) #idempotent),
         ident.span(),
     );
     quote! {
@@ -178,6 +189,7 @@ fn clone(cx: &Cx<'_>) -> TokenStream {
             fn clone(&self) -> Self {
                 Self {
                     target: ::core::clone::Clone::clone(&self.target),
+                    service: self.service,
                     #marker
                 }
             }
@@ -195,7 +207,10 @@ fn debug(cx: &Cx<'_>) -> TokenStream {
         #[allow(deprecated)]
         impl #impl_params ::core::fmt::Debug for #client #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#name).field("target", &self.target).finish()
+                f.debug_struct(#name)
+                    .field("target", &self.target)
+                    .field("service", &self.service)
+                    .finish()
             }
         }
     }

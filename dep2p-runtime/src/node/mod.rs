@@ -152,7 +152,7 @@ impl Node {
         let admission = Admission::new(&config);
         let services_registry = Arc::new(Services::default());
         for service in services {
-            services_registry.add(service);
+            services_registry.add(service)?;
         }
         let connections = Registry::new(key.public());
         // Calls reach their node through a weak pointer, which a handler may upgrade.
@@ -202,10 +202,14 @@ impl Node {
         self.inner.local_addr
     }
 
-    /// Serves `service` on every connection, current and future. A service of the same name
-    /// is replaced.
-    pub fn serve(&self, service: impl Service) {
-        self.inner.services.add(Arc::new(service));
+    /// Serves `service` on every connection, current and future.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the node already serves a service of the same name (see
+    /// [`Service::name`]); the node keeps serving that one.
+    pub fn serve(&self, service: impl Service) -> Result<(), Error> {
+        self.inner.services.add(Arc::new(service))
     }
 
     /// Connects to the node `id` at `addr`, or returns the live connection to it.

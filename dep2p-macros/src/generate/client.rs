@@ -52,7 +52,6 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
 fn inherent(cx: &Cx<'_>) -> TokenStream {
     let Cx {
         service,
-        private,
         krate,
         client,
         params,
@@ -77,14 +76,14 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
 
             /// Creates a client that calls the service on `target`: a `Connection`, or a
             /// reconnecting `Peer`, whose calls wait within their deadline for a connection.
-            #vis fn new(target: impl ::core::convert::Into<#private::Target>) -> Self {
+            #vis fn new(target: impl ::core::convert::Into<#krate::Target>) -> Self {
                 Self::with_name(target, Self::SERVICE_NAME)
             }
 
             /// Creates a client that calls the service served under `name` on `target` (see
             /// the runtime's `Renamed`).
             #vis fn with_name(
-                target: impl ::core::convert::Into<#private::Target>,
+                target: impl ::core::convert::Into<#krate::Target>,
                 name: &'static str,
             ) -> Self {
                 Self {
@@ -95,13 +94,13 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
             }
 
             /// What this client calls.
-            #vis fn target(&self) -> &#private::Target {
+            #vis fn target(&self) -> &#krate::Target {
                 &self.target
             }
 
             /// The connection this client calls over, if it was made from one (not from a
             /// peer, whose connection changes).
-            #vis fn connection(&self) -> ::core::option::Option<&#private::Connection> {
+            #vis fn connection(&self) -> ::core::option::Option<&#krate::Connection> {
                 self.target.as_connection()
             }
 
@@ -165,13 +164,14 @@ fn call_type(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
 }
 
 fn call_constructor(cx: &Cx<'_>, kind: Kind) -> TokenStream {
-    let private = &cx.private;
+    // The runtime's public names: client signatures show only public items.
+    let krate = &cx.krate;
     match kind {
-        Kind::Rpc => quote!(#private::Unary),
-        Kind::Notify => quote!(#private::Notify),
-        Kind::ServerStream => quote!(#private::ServerStreaming),
-        Kind::ClientStream => quote!(#private::ClientStreaming),
-        Kind::Bidi => quote!(#private::Bidi),
+        Kind::Rpc => quote!(#krate::Unary),
+        Kind::Notify => quote!(#krate::Notify),
+        Kind::ServerStream => quote!(#krate::ServerStreaming),
+        Kind::ClientStream => quote!(#krate::ClientStreaming),
+        Kind::Bidi => quote!(#krate::Bidi),
     }
 }
 

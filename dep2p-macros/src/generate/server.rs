@@ -104,7 +104,7 @@ fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
             }
 
             /// Serves an implementation shared with other code.
-            #vis fn from_arc(service: #private::Arc<#s>) -> Self {
+            #vis fn from_arc(service: ::std::sync::Arc<#s>) -> Self {
                 Self { inner: service, #marker }
             }
         }

@@ -35,6 +35,36 @@ pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
     }
     unique_method_names(service, errors);
     no_clash_with_client_items(service, errors);
+    generated_names_are_distinct(service, errors);
+}
+
+/// The trait, its client and its server are three items of one module: `client = "..."` and
+/// `server = "..."` cannot give two of them the same name.
+fn generated_names_are_distinct(service: &Service<'_>, errors: &mut Errors) {
+    let (client, server) = (service.client_ident(), service.server_ident());
+    let trait_name = service.ident().unraw();
+    if client == trait_name {
+        errors.spanned(
+            &client,
+            format_args!("the generated client would have the trait's name, `{client}`"),
+        );
+    }
+    if server == trait_name {
+        errors.spanned(
+            &server,
+            format_args!("the generated server would have the trait's name, `{server}`"),
+        );
+    }
+    if client == server {
+        let at = match &service.options.server {
+            Some(ident) => ident.clone(),
+            None => client.clone(),
+        };
+        errors.spanned(
+            at,
+            format_args!("the generated client and server would both be named `{client}`"),
+        );
+    }
 }
 
 /// Messages are owned values, so the trait cannot borrow anything.

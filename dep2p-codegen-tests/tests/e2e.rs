@@ -492,3 +492,248 @@ async fn a_method_not_marked_idempotent_is_not_retried_after_its_connection_is_l
     assert!(matches!(err, Error::ConnectionLost(_)), "{err:?}");
     assert_eq!(door.0.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Generated code stays clean under `-D warnings` and clippy (the workspace gate runs clippy on
+// this file): lint levels, deprecation and long signatures carry over to the client.
+
+/// Rows of a table, in a type clippy finds complex once wrapped in a future.
+type Rows = Result<Vec<BTreeMap<String, Vec<(u8, String)>>>, String>;
+
+/// A service with long argument lists and complex return types.
+#[service]
+pub trait Wide {
+    /// Sums eight numbers; the allowance reaches the client method too.
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32;
+    /// The same, with an expectation that the client method carries as an allowance.
+    #[expect(clippy::too_many_arguments)]
+    #[deprecated(note = "use `sum`")]
+    async fn old_sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32;
+    /// The complexity of the written type is below clippy's threshold.
+    #[must_use]
+    #[doc(alias = "select")]
+    async fn rows(&self, n: u8) -> Result<Vec<BTreeMap<String, Vec<(u8, String)>>>, String>;
+}
+
+struct Adder;
+
+impl Wide for Adder {
+    #[allow(clippy::too_many_arguments)]
+    async fn sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32 {
+        [a, b, c, d, e, f, g, h].iter().map(|&x| u32::from(x)).sum()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn old_sum(&self, a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> u32 {
+        self.sum(a, b, c, d, e, f, g, h).await + 1
+    }
+
+    async fn rows(&self, n: u8) -> Rows {
+        let row = BTreeMap::from([("n".to_string(), vec![(n, n.to_string())])]);
+        Ok(vec![row])
+    }
+}
+
+#[tokio::test]
+async fn services_with_long_signatures_and_deprecated_methods_work() {
+    let (_server, _client, conn) = connect(WideServer::new(Adder)).await;
+    let wide = WideClient::new(conn);
+    assert_eq!(
+        patiently(wide.sum(1, 2, 3, 4, 5, 6, 7, 8)).await.unwrap(),
+        36
+    );
+    #[allow(deprecated)]
+    let old = wide.old_sum(1, 1, 1, 1, 1, 1, 1, 1);
+    assert_eq!(patiently(old).await.unwrap(), 9);
+    let rows = patiently(wide.rows(3)).await.unwrap().unwrap();
+    assert_eq!(rows[0]["n"], vec![(3, "3".to_string())]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream ends are the ones the kind says, whatever their spelling; an application type named
+// like a stream end is a message in a method that has no stream ends.
+
+mod app {
+    use serde::{Deserialize, Serialize};
+
+    /// The application's own type, named like the runtime's stream end.
+    #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+    pub struct Sender<T> {
+        pub name: String,
+        pub tag: T,
+    }
+}
+
+use dep2p_runtime::Receiver as Rx;
+use dep2p_runtime::Sender as Tx;
+
+/// Senders of letters, with stream ends under other names.
+#[service]
+pub trait Post {
+    /// Request-response: `app::Sender<u8>` is a message.
+    async fn who(&self, sender: app::Sender<u8>) -> String;
+    /// The `Sender` spelled `Tx`.
+    #[server_stream]
+    async fn letters(&self, count: u8, out: Tx<String>);
+    /// Both ends renamed: the `Receiver` comes before the `Sender`.
+    #[bidi]
+    async fn echo(&self, incoming: Rx<String>, out: Tx<String>);
+}
+
+struct Office;
+
+impl Post for Office {
+    async fn who(&self, sender: app::Sender<u8>) -> String {
+        format!("{}#{}", sender.name, sender.tag)
+    }
+
+    async fn letters(&self, count: u8, mut out: Tx<String>) {
+        for i in 0..count {
+            if out.send(format!("letter {i}")).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn echo(&self, mut incoming: Rx<String>, mut out: Tx<String>) {
+        while let Some(Ok(text)) = incoming.next().await {
+            if out.send(text).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stream_ends_are_the_ones_the_kind_says_whatever_their_spelling() {
+    let (_server, _client, conn) = connect(PostServer::new(Office)).await;
+    let post = PostClient::new(conn);
+
+    let sender = app::Sender {
+        name: "ann".to_string(),
+        tag: 7,
+    };
+    assert_eq!(patiently(post.who(sender)).await.unwrap(), "ann#7");
+
+    let (letters, response) = patiently(post.letters(2)).await.unwrap();
+    let letters: Vec<String> = patiently(letters.map(Result::unwrap).collect()).await;
+    assert_eq!(letters, ["letter 0", "letter 1"]);
+    patiently(response).await.unwrap();
+
+    let (mut out, incoming, response) = patiently(post.echo()).await.unwrap();
+    patiently(out.send("hello".to_string())).await.unwrap();
+    out.finish().unwrap();
+    let echoed: Vec<String> = patiently(incoming.map(Result::unwrap).collect()).await;
+    assert_eq!(echoed, ["hello"]);
+    patiently(response).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire names: per method, per served instance, and never two services under one name.
+
+/// A key store keeping the method names of the API it replaces.
+#[service(name = "KeyStore")]
+pub trait Keys {
+    #[rpc(name = "getKeys")]
+    async fn get_keys(&self, prefix: String) -> Vec<String>;
+    #[notify(name = "dropKeys")]
+    async fn drop_keys(&self);
+}
+
+struct Ring;
+
+impl Keys for Ring {
+    async fn get_keys(&self, prefix: String) -> Vec<String> {
+        vec![format!("{prefix}1"), format!("{prefix}2")]
+    }
+
+    async fn drop_keys(&self) {}
+}
+
+#[tokio::test]
+async fn methods_are_called_by_their_wire_names() {
+    let (_server, _client, conn) = connect(KeysServer::new(Ring)).await;
+    let keys = KeysClient::new(conn.clone());
+    assert_eq!(
+        patiently(keys.get_keys("k".into())).await.unwrap(),
+        ["k1", "k2"]
+    );
+    patiently(keys.drop_keys()).await.unwrap();
+
+    // A client of the old API calls the same names.
+    let old = dep2p_runtime::Unary::<(String,), Vec<String>>::new(
+        &conn,
+        "KeyStore",
+        "getKeys",
+        ("x".to_string(),),
+    );
+    assert_eq!(patiently(old).await.unwrap(), ["x1", "x2"]);
+    let by_ident = dep2p_runtime::Unary::<(String,), Vec<String>>::new(
+        &conn,
+        "KeyStore",
+        "get_keys",
+        ("x".to_string(),),
+    );
+    assert!(matches!(
+        patiently(by_ident).await,
+        Err(Error::UnknownMethod(_))
+    ));
+}
+
+#[tokio::test]
+async fn two_services_under_one_name_are_refused() {
+    let twice = Node::builder()
+        .serve(KeysServer::new(Ring))
+        .serve(KeysServer::new(Ring))
+        .bind("127.0.0.1:0")
+        .await;
+    match twice {
+        Err(Error::Config(message)) => assert!(message.contains("\"KeyStore\""), "{message}"),
+        other => panic!("expected a config error, got {other:?}"),
+    }
+
+    let (server, _client, conn) = connect(KeysServer::new(Ring)).await;
+    assert!(matches!(
+        server.serve(KeysServer::new(Ring)),
+        Err(Error::Config(_))
+    ));
+    // The first one is still served.
+    let keys = KeysClient::new(conn);
+    assert_eq!(
+        patiently(keys.get_keys("k".into())).await.unwrap(),
+        ["k1", "k2"]
+    );
+}
+
+#[tokio::test]
+async fn a_generic_service_is_served_twice_under_two_names() {
+    let numbers: StoreServer<_, u32, String> =
+        StoreServer::new(MemoryStore(Mutex::new(BTreeMap::new())));
+    let words: StoreServer<_, String, u64> =
+        StoreServer::new(MemoryStore(Mutex::new(BTreeMap::new())));
+    let server = Node::builder()
+        .serve(dep2p_runtime::Renamed::new("store.numbers", numbers))
+        .serve(dep2p_runtime::Renamed::new("store.words", words))
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind server");
+    let client = Node::builder()
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind client");
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .expect("connect");
+
+    let numbers = StoreClient::<u32, String>::with_name(conn.clone(), "store.numbers");
+    let words = StoreClient::<String, u64>::with_name(conn, "store.words");
+    assert_eq!(patiently(numbers.put(1, "one".into())).await.unwrap(), None);
+    assert_eq!(patiently(words.put("one".into(), 1)).await.unwrap(), None);
+    assert_eq!(
+        patiently(numbers.get(1)).await.unwrap(),
+        Some("one".to_string())
+    );
+    assert_eq!(patiently(words.get("one".into())).await.unwrap(), Some(1));
+}

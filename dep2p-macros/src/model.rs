@@ -3,17 +3,19 @@
 //! Building it never fails; whatever is wrong is left for `validate` to report.
 
 use proc_macro2::{Span, TokenStream};
+use proc_macro_crate::FoundCrate;
 use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Ident, ItemTrait, Pat, PatType, PathArguments, Receiver,
-    ReturnType, TraitItem, TraitItemFn, Type,
+    Attribute, FnArg, GenericArgument, Ident, ItemTrait, LitStr, Meta, Pat, PatType, PathArguments,
+    Receiver, ReturnType, TraitItem, TraitItemFn, Type,
 };
 
 use crate::parse::Options;
 use crate::symbol::{
-    BIDI, CLIENT_STREAM, DEFAULT_CRATE, IDEMPOTENT, NOTIFY, RECEIVER, RPC, SENDER, SERVER_STREAM,
+    BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DEFAULT_CRATE, IDEMPOTENT, NOTIFY,
+    NOT_STREAM_ENDS, OPT_NAME, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -48,6 +50,27 @@ pub(crate) struct Method<'a> {
 pub(crate) struct KindAttr<'a> {
     pub(crate) kind: Kind,
     pub(crate) attr: &'a Attribute,
+}
+
+impl KindAttr<'_> {
+    /// `name = "..."` in `#[rpc(name = "...")]`, if the attribute has that form (anything
+    /// else is reported by validation).
+    pub(crate) fn name(&self) -> Option<LitStr> {
+        let Meta::List(list) = &self.attr.meta else {
+            return None;
+        };
+        let name_value = list.parse_args::<syn::MetaNameValue>().ok()?;
+        if !name_value.path.is_ident(OPT_NAME) {
+            return None;
+        }
+        match name_value.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => Some(lit),
+            _ => None,
+        }
+    }
 }
 
 /// How a method's call is carried.
@@ -151,15 +174,46 @@ impl<'a> Service<'a> {
         }
     }
 
+    /// The generated client's name: `client = "..."`, or `{Trait}Client`.
+    pub(crate) fn client_ident(&self) -> Ident {
+        match &self.options.client {
+            Some(ident) => ident.clone(),
+            None => format_ident!("{}Client", self.item.ident.unraw()),
+        }
+    }
+
+    /// The generated server's name: `server = "..."`, or `{Trait}Server`.
+    pub(crate) fn server_ident(&self) -> Ident {
+        match &self.options.server {
+            Some(ident) => ident.clone(),
+            None => format_ident!("{}Server", self.item.ident.unraw()),
+        }
+    }
+
     /// The path generated code reaches the runtime through.
     pub(crate) fn krate(&self) -> TokenStream {
         match &self.options.krate {
             Some(path) => path.to_token_stream(),
             None => {
-                let ident = Ident::new(DEFAULT_CRATE, Span::call_site());
+                // The name the user's Cargo.toml gives the runtime, so that a renamed
+                // dependency (`rpc = { package = "dep2p-runtime" }`) works without
+                // `crate = "..."`. Not found (e.g. reached through a re-export): the default.
+                let name = match proc_macro_crate::crate_name(RUNTIME_PACKAGE) {
+                    Ok(FoundCrate::Name(name)) => name,
+                    Ok(FoundCrate::Itself) | Err(_) => DEFAULT_CRATE.to_owned(),
+                };
+                let ident = Ident::new(&name, Span::call_site());
                 quote!(::#ident)
             }
         }
+    }
+
+    /// The trait's `#[deprecated]`, which the client and server types carry too.
+    pub(crate) fn deprecated(&self) -> Option<&'a Attribute> {
+        self.item
+            .attrs
+            .iter()
+            .find(|attr| attr.path().is_ident("deprecated"))
     }
 
     /// Whether `ident` names one of the trait's type parameters.
@@ -173,7 +227,7 @@ impl<'a> Service<'a> {
 
 impl<'a> Method<'a> {
     fn from_syntax(item: &'a TraitItemFn) -> Self {
-        let kind_attrs = item
+        let kind_attrs: Vec<KindAttr<'a>> = item
             .attrs
             .iter()
             .filter_map(|attr| Kind::from_attr(attr).map(|kind| KindAttr { kind, attr }))
@@ -191,6 +245,7 @@ impl<'a> Method<'a> {
                 FnArg::Typed(syntax) => args.push(Arg::from_syntax(syntax, index)),
             }
         }
+        assign_stream_ends(&kind_attrs, &mut args);
         let output = match &item.sig.output {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some(&**ty),
@@ -209,10 +264,13 @@ impl<'a> Method<'a> {
         &self.item.sig.ident
     }
 
-    /// The method's name on the wire: its identifier, so that adding or reordering methods
-    /// keeps old clients working.
+    /// The method's name on the wire: `#[rpc(name = "...")]` (or another kind's), else its
+    /// identifier, so that adding or reordering methods keeps old clients working.
     pub(crate) fn wire_name(&self) -> String {
-        self.item.sig.ident.unraw().to_string()
+        match self.kind_attrs.first().and_then(KindAttr::name) {
+            Some(name) => name.value(),
+            None => self.item.sig.ident.unraw().to_string(),
+        }
     }
 
     /// The kind chosen by the (first) kind attribute; request-response without one.
@@ -229,14 +287,48 @@ impl<'a> Method<'a> {
     /// Whether `attr` is one the macro reads on a method (and removes from the trait it
     /// emits): a kind, or `#[idempotent]`.
     pub(crate) fn is_method_attr(attr: &Attribute) -> bool {
-        Kind::from_attr(attr).is_some() || attr.path().is_ident(IDEMPOTENT)
+        Kind::from_attr(attr).is_some()
+            || attr.path().is_ident(IDEMPOTENT)
+            || Method::misspelled(attr).is_some()
     }
 
-    /// The attributes generated counterparts of this method carry over: docs and `#[cfg]`s.
-    pub(crate) fn docs_and_cfgs(&self) -> impl Iterator<Item = &'a Attribute> {
-        self.item.attrs.iter().filter(|attr| {
+    /// The attribute the macro reads that `attr` looks like a misspelling of, if any: a name
+    /// within a third of its length in edits (`#[server_streaming]`, `#[idempotnet]`).
+    pub(crate) fn misspelled(attr: &Attribute) -> Option<&'static str> {
+        let ident = attr.path().get_ident()?.to_string();
+        if COMPILER_ATTRS.contains(&ident.as_str()) {
+            return None;
+        }
+        Kind::ALL
+            .iter()
+            .map(|(_, name)| *name)
+            .chain([IDEMPOTENT])
+            .filter(|name| *name != ident)
+            .map(|name| (edit_distance(&ident, name), name))
+            .filter(|(distance, name)| *distance <= name.len() / 3)
+            .min_by_key(|(distance, _)| *distance)
+            .map(|(_, name)| name)
+    }
+
+    /// The attributes the client method carries over from the trait method: docs (with
+    /// `#[doc(alias)]`), `#[cfg]`s, `#[deprecated]`, `#[must_use]` and lint levels. An
+    /// `#[expect(...)]` becomes an `#[allow(...)]`: the client method need not trip the lint the
+    /// trait method does.
+    pub(crate) fn client_attrs(&self) -> impl Iterator<Item = TokenStream> + 'a {
+        self.item.attrs.iter().filter_map(|attr| {
             let path = attr.path();
-            path.is_ident("doc") || path.is_ident("cfg")
+            if path.is_ident("expect") {
+                let Meta::List(list) = &attr.meta else {
+                    return None;
+                };
+                let lints = &list.tokens;
+                let allow = Ident::new("allow", list.path.span());
+                Some(quote!(#[#allow(#lints)]))
+            } else if CARRIED_ATTRS.iter().any(|name| path.is_ident(name)) {
+                Some(attr.to_token_stream())
+            } else {
+                None
+            }
         })
     }
 
@@ -285,7 +377,12 @@ impl<'a> Arg<'a> {
         let binding = match &*syntax.pat {
             Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => pat.ident.clone(),
             // `_` and patterns (rejected by validation) get a generated name.
-            other => format_ident!("__arg{}", index, span = other.span()),
+            // Mixed-site hygiene: it cannot clash with an argument named `__arg2`.
+            other => format_ident!(
+                "__arg{}",
+                index,
+                span = Span::mixed_site().located_at(other.span())
+            ),
         };
         Arg {
             syntax,
@@ -296,22 +393,64 @@ impl<'a> Arg<'a> {
     }
 }
 
+/// Which parameters are stream ends, decided by the kind: a request-response method or a
+/// notification has none, so a message type of the application's named `Sender<T>` is a
+/// message there. A streaming method has the ends its kind says: each is the parameter
+/// spelled `Sender<T>` / `Receiver<T>` (any path), or else, for a type spelled otherwise (an
+/// alias such as `Tx<T>`), the last parameter of the form `X<T>` not already an end, the
+/// `Sender` last and the `Receiver` before it. The compiler then checks that the type is the
+/// runtime's stream end.
+fn assign_stream_ends(kind_attrs: &[KindAttr<'_>], args: &mut [Arg<'_>]) {
+    let kind = match kind_attrs {
+        [] => Kind::Rpc,
+        [one] => one.kind,
+        // The kind is unclear (reported by validation): stream ends by their spelling.
+        _ => return,
+    };
+    if !kind.has_sender() && !kind.has_receiver() {
+        for arg in args.iter_mut() {
+            arg.role = Role::Message;
+        }
+        return;
+    }
+    let has = |args: &[Arg<'_>], sender: bool| {
+        args.iter().any(|arg| match arg.role {
+            Role::Sender(_) => sender,
+            Role::Receiver(_) => !sender,
+            Role::Message => false,
+        })
+    };
+    for sender in [true, false] {
+        let needed = if sender {
+            kind.has_sender()
+        } else {
+            kind.has_receiver()
+        };
+        if !needed || has(args, sender) {
+            continue;
+        }
+        let candidate = args
+            .iter_mut()
+            .rev()
+            .find(|arg| matches!(arg.role, Role::Message) && may_be_stream_end(arg.ty));
+        if let Some(arg) = candidate {
+            if let Some(item) = stream_item(arg.ty) {
+                arg.role = if sender {
+                    Role::Sender(item)
+                } else {
+                    Role::Receiver(item)
+                };
+            }
+        }
+    }
+}
+
 /// `Sender<T>` or `Receiver<T>`, recognised by the last path segment and its one type argument.
-fn stream_role(ty: &Type) -> Role<'_> {
+pub(crate) fn stream_role(ty: &Type) -> Role<'_> {
     let Type::Path(path) = ty else {
         return Role::Message;
     };
-    if path.qself.is_some() {
-        return Role::Message;
-    }
-    let Some(last) = path.path.segments.last() else {
-        return Role::Message;
-    };
-    let PathArguments::AngleBracketed(generics) = &last.arguments else {
-        return Role::Message;
-    };
-    let mut types = generics.args.iter();
-    let (Some(GenericArgument::Type(item)), None) = (types.next(), types.next()) else {
+    let (Some(last), Some(item)) = (path.path.segments.last(), stream_item(ty)) else {
         return Role::Message;
     };
     if last.ident == SENDER {
@@ -321,4 +460,52 @@ fn stream_role(ty: &Type) -> Role<'_> {
     } else {
         Role::Message
     }
+}
+
+/// Whether `ty` may be a stream end spelled otherwise: of the form `X<T>`, `X` not a standard
+/// container.
+fn may_be_stream_end(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    let standard = path
+        .path
+        .segments
+        .last()
+        .is_some_and(|last| NOT_STREAM_ENDS.iter().any(|name| last.ident == name));
+    !standard && stream_item(ty).is_some()
+}
+
+/// `T` in a type of the form `X<T>` (a path whose last segment has one type argument).
+fn stream_item(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let PathArguments::AngleBracketed(generics) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    let mut types = generics.args.iter();
+    match (types.next(), types.next()) {
+        (Some(GenericArgument::Type(item)), None) => Some(item),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance between two names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
 }

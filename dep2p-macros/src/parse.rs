@@ -6,7 +6,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, ExprLit, ItemTrait, Lit, LitStr, Meta, Token};
 
 use crate::errors::Errors;
-use crate::symbol::{OPTIONS, OPT_CRATE, OPT_NAME};
+use crate::symbol::{OPTIONS, OPT_CLIENT, OPT_CRATE, OPT_NAME, OPT_SERVER};
 
 /// The options of `#[service(...)]`, as written.
 #[derive(Default)]
@@ -15,6 +15,10 @@ pub(crate) struct Options {
     pub(crate) name: Option<LitStr>,
     /// `crate = "..."`: the path of the runtime crate, already parsed.
     pub(crate) krate: Option<syn::Path>,
+    /// `client = "..."`: the name of the generated client.
+    pub(crate) client: Option<syn::Ident>,
+    /// `server = "..."`: the name of the generated server.
+    pub(crate) server: Option<syn::Ident>,
 }
 
 /// Parses the attribute's arguments. Every mistake is recorded; whatever was valid is kept.
@@ -55,6 +59,33 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> Options {
                     }
                 }
             }
+            Some(key @ (OPT_CLIENT | OPT_SERVER)) => {
+                if let Some(lit) = string_value(&meta, errors) {
+                    let slot = if key == OPT_CLIENT {
+                        &mut options.client
+                    } else {
+                        &mut options.server
+                    };
+                    match lit.parse::<syn::Ident>() {
+                        Err(_) => errors.spanned(
+                            &lit,
+                            format_args!(
+                                "expected the name of the generated {key} type, e.g. \
+                                 `{key} = \"Greeter{}\"`",
+                                if key == OPT_CLIENT {
+                                    "Client"
+                                } else {
+                                    "Server"
+                                }
+                            ),
+                        ),
+                        Ok(_) if slot.is_some() => {
+                            errors.spanned(meta.path(), format_args!("duplicate option `{key}`"))
+                        }
+                        Ok(ident) => *slot = Some(ident),
+                    }
+                }
+            }
             _ => errors.spanned(
                 meta.path(),
                 format_args!(
@@ -64,7 +95,7 @@ pub(crate) fn options(args: TokenStream, errors: &mut Errors) -> Options {
                         .iter()
                         .map(|option| format!("`{option} = \"...\"`"))
                         .collect::<Vec<_>>()
-                        .join(" and "),
+                        .join(", "),
                 ),
             ),
         }

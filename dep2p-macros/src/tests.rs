@@ -3,9 +3,13 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+/// Held while a test expands: the expansion reads `CARGO_MANIFEST_DIR`, which one test changes.
+static MANIFEST_DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Expands `#[service(args)] item` and compares the printed output with the snapshot
 /// `snapshots/{name}.snap`.
 fn check(name: &str, args: TokenStream, item: TokenStream) {
+    let _manifest = MANIFEST_DIR.lock().unwrap_or_else(|e| e.into_inner());
     let output = crate::expand::service(args, item);
     let printed = match syn::parse2::<syn::File>(output.clone()) {
         Ok(file) => prettyplease::unparse(&file),
@@ -96,4 +100,37 @@ fn errors_keep_the_trait() {
             }
         },
     );
+}
+
+/// A renamed dependency on the runtime is found in the user's Cargo.toml: generated code
+/// reaches the runtime by the new name without `crate = "..."`.
+#[test]
+fn renamed_dependency_is_found() {
+    let _manifest = MANIFEST_DIR.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("dep2p-macros-renamed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"app\"\nversion = \"0.1.0\"\n\n[dependencies]\n\
+         rpc = { package = \"dep2p-runtime\", version = \"0.1\" }\n",
+    )
+    .unwrap();
+    let previous = std::env::var_os("CARGO_MANIFEST_DIR");
+    std::env::set_var("CARGO_MANIFEST_DIR", &dir);
+    let output = crate::expand::service(
+        quote!(),
+        quote!(
+            trait Greeter {
+                async fn hi(&self);
+            }
+        ),
+    );
+    match previous {
+        Some(previous) => std::env::set_var("CARGO_MANIFEST_DIR", previous),
+        None => std::env::remove_var("CARGO_MANIFEST_DIR"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let output = output.to_string();
+    assert!(output.contains(":: rpc :: __private"), "{output}");
+    assert!(!output.contains("dep2p_runtime"), "{output}");
 }

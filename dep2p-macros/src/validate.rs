@@ -3,11 +3,13 @@
 
 use std::collections::HashMap;
 
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::{GenericArgument, GenericParam, Meta, Pat, PathArguments, ReturnType, TraitItem, Type};
 
 use crate::errors::Errors;
-use crate::model::{Kind, Method, Role, Service};
+use crate::model::{stream_role, Kind, Method, Role, Service};
 use crate::symbol::{CLIENT_RESERVED, IDEMPOTENT, RECEIVER, SENDER};
 
 /// Checks the whole service.
@@ -19,6 +21,9 @@ pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
         no_qualifiers(method, errors);
         receiver_is_shared_ref(method, errors);
         no_method_generics(method, errors);
+        no_misspelled_attrs(method, errors);
+        no_stream_end_returned(method, errors);
+        no_self_in_messages(method, errors);
         no_default_body(method, errors);
         arguments_are_named(method, errors);
         types_are_owned(method, errors);
@@ -30,6 +35,36 @@ pub(crate) fn validate(service: &Service<'_>, errors: &mut Errors) {
     }
     unique_method_names(service, errors);
     no_clash_with_client_items(service, errors);
+    generated_names_are_distinct(service, errors);
+}
+
+/// The trait, its client and its server are three items of one module: `client = "..."` and
+/// `server = "..."` cannot give two of them the same name.
+fn generated_names_are_distinct(service: &Service<'_>, errors: &mut Errors) {
+    let (client, server) = (service.client_ident(), service.server_ident());
+    let trait_name = service.ident().unraw();
+    if client == trait_name {
+        errors.spanned(
+            &client,
+            format_args!("the generated client would have the trait's name, `{client}`"),
+        );
+    }
+    if server == trait_name {
+        errors.spanned(
+            &server,
+            format_args!("the generated server would have the trait's name, `{server}`"),
+        );
+    }
+    if client == server {
+        let at = match &service.options.server {
+            Some(ident) => ident.clone(),
+            None => client.clone(),
+        };
+        errors.spanned(
+            at,
+            format_args!("the generated client and server would both be named `{client}`"),
+        );
+    }
 }
 
 /// Messages are owned values, so the trait cannot borrow anything.
@@ -114,13 +149,78 @@ fn receiver_is_shared_ref(method: &Method<'_>, errors: &mut Errors) {
 
 fn no_method_generics(method: &Method<'_>, errors: &mut Errors) {
     let generics = &method.item.sig.generics;
-    if !generics.params.is_empty() || generics.where_clause.is_some() {
+    if !generics.params.is_empty() {
         errors.spanned(
             generics,
             "service methods cannot be generic: each method has fixed message types \
              (type parameters can be declared on the trait)",
         );
     }
+    if let Some(where_clause) = &generics.where_clause {
+        errors.spanned(
+            where_clause,
+            "service methods cannot have a `where` clause: every method is served by the \
+             generated server, so none can be left out by a bound (bounds can be declared on \
+             the trait)",
+        );
+    }
+}
+
+/// Attributes the macro reads, misspelled: said so here rather than left for the compiler's
+/// "cannot find attribute", which does not suggest the right name.
+fn no_misspelled_attrs(method: &Method<'_>, errors: &mut Errors) {
+    for attr in &method.item.attrs {
+        if let Some(meant) = Method::misspelled(attr) {
+            errors.spanned(
+                attr.path(),
+                format_args!(
+                    "unknown attribute `#[{}]`: did you mean `#[{meant}]`?",
+                    attr.path().to_token_stream()
+                ),
+            );
+        }
+    }
+}
+
+/// A stream end is a parameter of the handler, not a value that travels.
+fn no_stream_end_returned(method: &Method<'_>, errors: &mut Errors) {
+    let Some(output) = method.output else {
+        return;
+    };
+    let message = match stream_role(output) {
+        Role::Message => return,
+        Role::Sender(_) => {
+            "a method cannot return a `Sender<T>`: a `#[client_stream]` or `#[bidi]` method \
+             takes a `Receiver<T>` parameter to receive the caller's stream on"
+        }
+        Role::Receiver(_) => {
+            "a method cannot return a `Receiver<T>`: a `#[server_stream]` or `#[bidi]` method \
+             takes a `Sender<T>` parameter and sends the stream on it"
+        }
+    };
+    errors.spanned(output, message);
+}
+
+/// `Self` is the implementation, which the client does not know: a message names its type.
+fn no_self_in_messages(method: &Method<'_>, errors: &mut Errors) {
+    let types = method.args.iter().map(|arg| arg.ty).chain(method.output);
+    for ty in types {
+        if let Some(self_ty) = find_self(ty.to_token_stream()) {
+            errors.at(
+                self_ty.span(),
+                "`Self` cannot appear in a message type: the implementation is not known to the \
+                 client; name the type",
+            );
+        }
+    }
+}
+
+fn find_self(tokens: TokenStream) -> Option<proc_macro2::Ident> {
+    tokens.into_iter().find_map(|token| match token {
+        TokenTree::Ident(ident) if ident == "Self" => Some(ident),
+        TokenTree::Group(group) => find_self(group.stream()),
+        _ => None,
+    })
 }
 
 fn no_default_body(method: &Method<'_>, errors: &mut Errors) {
@@ -192,13 +292,25 @@ fn borrowed_types(ty: &Type, errors: &mut Errors) {
     }
 }
 
+/// A kind attribute is bare or names the method on the wire: `#[rpc(name = "getKeys")]`.
 fn kind_attribute_has_no_arguments(method: &Method<'_>, errors: &mut Errors) {
     for kind_attr in &method.kind_attrs {
-        if !matches!(kind_attr.attr.meta, Meta::Path(_)) {
-            errors.spanned(
+        if matches!(kind_attr.attr.meta, Meta::Path(_)) {
+            continue;
+        }
+        let attr = kind_attr.kind.attr_name();
+        match kind_attr.name() {
+            Some(name) if name.value().is_empty() => {
+                errors.spanned(&name, "the method's wire name must not be empty");
+            }
+            Some(_) => {}
+            None => errors.spanned(
                 &kind_attr.attr.meta,
-                format_args!("`#[{}]` takes no arguments", kind_attr.kind.attr_name()),
-            );
+                format_args!(
+                    "`#[{attr}]` takes no arguments but the method's wire name: \
+                     `#[{attr}(name = \"...\")]`"
+                ),
+            ),
         }
     }
 }
@@ -270,8 +382,14 @@ fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
 /// Each kind takes exactly the stream ends it uses: `#[server_stream]` one `Sender<T>`,
 /// `#[client_stream]` one `Receiver<T>`, `#[bidi]` one of each, the others none.
 fn stream_ends_match_kind(method: &Method<'_>, errors: &mut Errors) {
-    if method.kind_attrs.len() > 1 {
-        // The kind is unclear: `one_kind_per_method` reports it.
+    if method.kind_attrs.len() > 1
+        || method
+            .item
+            .attrs
+            .iter()
+            .any(|a| Method::misspelled(a).is_some())
+    {
+        // The kind is unclear: `one_kind_per_method` or `no_misspelled_attrs` reports it.
         return;
     }
     let kind = method.kind();
@@ -342,8 +460,12 @@ fn unique_method_names(service: &Service<'_>, errors: &mut Errors) {
     for method in &service.methods {
         let name = method.wire_name();
         if seen.insert(name.clone(), method.ident()).is_some() {
+            let at = match method.kind_attrs.first().and_then(|attr| attr.name()) {
+                Some(lit) => lit.to_token_stream(),
+                None => method.ident().to_token_stream(),
+            };
             errors.spanned(
-                method.ident(),
+                at,
                 format_args!(
                     "duplicate method `{name}`: methods are identified on the wire by name"
                 ),
@@ -361,7 +483,7 @@ fn no_clash_with_client_items(service: &Service<'_>, errors: &mut Errors) {
             .iter()
             .find(|(reserved, _)| *reserved == name)
         {
-            let client = format!("{}Client", service.ident().unraw());
+            let client = service.client_ident().to_string();
             errors.spanned(
                 method.ident(),
                 format_args!(

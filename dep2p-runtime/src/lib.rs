@@ -104,7 +104,7 @@ pub use introspection::{
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;
-pub use service::{MethodInfo, Service, ServiceInfo};
+pub use service::{MethodInfo, Renamed, Service, ServiceInfo};
 pub use stream::{Receiver, Response, Sender};
 pub use target::Target;
 pub use wire::{Compression, Kind, ALPN, ALPN_V1};
@@ -128,10 +128,37 @@ pub mod __private {
     pub use crate::wire::Kind;
     pub use crate::{Connection, Error, Receiver, Sender, Target};
 
+    /// What a message is. A type that is not gets one error, at the type in the trait,
+    /// rather than one per missing bound.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot travel as a dep2p message",
+        label = "not `Serialize + DeserializeOwned + Send + 'static`",
+        note = "messages are serialized with serde: derive `serde::Serialize` and \
+                `serde::Deserialize` for the type and the types it contains, and make them \
+                `Send` and owned; stream ends (`Sender<T>`, `Receiver<T>`) are parameters of \
+                `#[server_stream]`, `#[client_stream]` and `#[bidi]` methods only"
+    )]
+    pub trait Message: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static {}
+
+    #[diagnostic::do_not_recommend]
+    impl<T> Message for T where T: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static {}
+
     /// Checks, at compile time, that `T` can travel as a message.
-    pub fn assert_message<T>()
-    where
-        T: ::serde::Serialize + ::serde::de::DeserializeOwned + Send + 'static,
-    {
+    pub fn assert_message<T: Message>() {}
+
+    /// `Checked<S, T>` is `T`. A server's `Service` impl bounds `Checked<S, T>: Message` for
+    /// each message type `T`: a bound that names the impl's parameter `S` is assumed by the
+    /// impl rather than checked where it is written, so a type that is not a message is
+    /// reported once, by `assert_message`, not again by the server's code.
+    pub type Checked<S, T> = <S as Same<T>>::Type;
+
+    /// Every type is the same as itself; see [`Checked`].
+    pub trait Same<T: ?Sized> {
+        /// `T`.
+        type Type: ?Sized;
+    }
+
+    impl<S: ?Sized, T: ?Sized> Same<T> for S {
+        type Type = T;
     }
 }

@@ -2,12 +2,14 @@
 //! a service's methods, and the registry of a node's services.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::incoming::{CallFuture, IncomingCall};
 use crate::wire::Kind;
 
@@ -135,9 +137,78 @@ impl Services {
         list
     }
 
-    /// Adds `service`, replacing one of the same name.
-    pub(crate) fn add(&self, service: Arc<dyn Service>) {
+    /// Adds `service`. Fails with [`Error::Config`] if a service of the same name is served
+    /// already: calls meant for one would reach the other.
+    pub(crate) fn add(&self, service: Arc<dyn Service>) -> Result<(), Error> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(service.name().to_string(), service);
+        match map.entry(service.name().to_string()) {
+            Entry::Occupied(entry) => Err(served_twice(entry.key())),
+            Entry::Vacant(entry) => {
+                entry.insert(service);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Fails with [`Error::Config`] if two of `services` have the same name.
+pub(crate) fn unique_names(services: &[Arc<dyn Service>]) -> Result<(), Error> {
+    let mut names = HashSet::new();
+    for service in services {
+        if !names.insert(service.name()) {
+            return Err(served_twice(service.name()));
+        }
+    }
+    Ok(())
+}
+
+fn served_twice(name: &str) -> Error {
+    Error::Config(format!(
+        "two services are served under the name {name:?}: give each its own \
+         (`#[service(name = \"...\")]`, or `Renamed` for another instance of a generic service)"
+    ))
+}
+
+/// A service served under another name than its own: for one node serving a generic service
+/// twice, each instance under its own name, or a service under the name of one it replaces.
+/// Its client calls that name too (`{Trait}Client::with_name`).
+///
+/// ```no_run
+/// # use dep2p_runtime::{Node, Renamed, Service};
+/// # async fn run(counters: impl Service, totals: impl Service) -> Result<(), dep2p_runtime::Error> {
+/// let node = Node::builder()
+///     .serve(Renamed::new("counters", counters))
+///     .serve(Renamed::new("totals", totals))
+///     .bind("127.0.0.1:0")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Renamed<S> {
+    name: String,
+    service: S,
+}
+
+impl<S: Service> Renamed<S> {
+    /// Serves `service` under `name`.
+    pub fn new(name: impl Into<String>, service: S) -> Self {
+        Renamed {
+            name: name.into(),
+            service,
+        }
+    }
+}
+
+impl<S: Service> Service for Renamed<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&self, call: IncomingCall) -> CallFuture {
+        self.service.call(call)
+    }
+
+    fn methods(&self) -> &'static [MethodInfo] {
+        self.service.methods()
     }
 }

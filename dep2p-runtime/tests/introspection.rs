@@ -105,9 +105,11 @@ async fn reflection_lists_every_service_with_its_methods_and_kinds() {
     assert_eq!(bounded(reflection.list()).await.unwrap(), expected(false));
 
     // A service served later is listed from then on.
-    server.serve(TestService {
-        probe: Default::default(),
-    });
+    server
+        .serve(TestService {
+            probe: Default::default(),
+        })
+        .unwrap();
     assert_eq!(bounded(reflection.list()).await.unwrap(), expected(true));
 }
 
@@ -161,10 +163,27 @@ async fn built_in_services_can_be_turned_off_or_replaced() {
         HealthStatus::Serving
     );
 
-    // An application's service of the same name replaces the built-in one.
-    server.serve(HealthServer::new(AlwaysDown));
+    // A running node keeps its built-in service rather than serve a second one of its name.
+    assert!(matches!(
+        server.serve(HealthServer::new(AlwaysDown)),
+        Err(Error::Config(_))
+    ));
     assert_eq!(
         bounded(health.check(String::new())).await.unwrap(),
+        HealthStatus::Serving
+    );
+
+    // An application's service of the same name given to the builder takes its place.
+    let server = Node::builder()
+        .serve(HealthServer::new(AlwaysDown))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let (_client, conn) = client_of(&server).await;
+    assert_eq!(
+        bounded(HealthClient::new(conn).check(String::new()))
+            .await
+            .unwrap(),
         HealthStatus::NotServing
     );
 }
@@ -244,9 +263,11 @@ async fn watch_follows_changes_and_ends_when_the_node_shuts_down() {
     // A watch of a name the node does not serve sees the service appear.
     let (mut later, _later_done) = bounded(health.watch(SERVICE.into())).await.unwrap();
     assert_eq!(next(&mut later).await, Some(HealthStatus::Unknown));
-    server.serve(TestService {
-        probe: Default::default(),
-    });
+    server
+        .serve(TestService {
+            probe: Default::default(),
+        })
+        .unwrap();
     assert_eq!(next(&mut later).await, Some(HealthStatus::Serving));
 
     // Shutting down: the watch reports not serving and ends, without holding up the

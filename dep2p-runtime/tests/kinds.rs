@@ -174,7 +174,7 @@ async fn server_side_connection(
         }
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    server.serve(Grab(tx));
+    server.serve(Grab(tx)).unwrap();
     Unary::<(), ()>::new(conn, "Grab", "grab", ())
         .await
         .unwrap();

@@ -361,7 +361,7 @@ async fn a_node_whose_service_reaches_it_weakly_closes_when_dropped() {
         target: (target.local_addr(), target.id()),
         contexts: Arc::default(),
     };
-    server.serve(service.clone());
+    server.serve(service.clone()).unwrap();
     let addr = server.local_addr();
     let client = node(Node::builder()).await;
     let conn = client.connect(addr, server.id()).await.unwrap();
@@ -424,9 +424,8 @@ fn stop(conn: &Connection, grace_ms: u64) -> Unary<(u64,), u64> {
 #[tokio::test]
 async fn shutdown_from_a_handler_returns_promptly_and_its_answer_arrives() {
     let probe = probe();
-    let server = Node::builder().serve(Admin).serve(TestService {
-        probe: probe.clone(),
-    });
+    // `pair_with` adds the test service.
+    let server = Node::builder().serve(Admin);
     let (server, _client, conn) = pair_with(server, &probe).await;
     let other = tokio::spawn(sleep(&conn, 300).into_future());
     eventually("the other call to start", || {

@@ -128,7 +128,7 @@ async fn the_rule_sees_the_dialers_id_and_address() {
         [(client.id(), client.local_addr())]
     );
     // The refused node may still be dialed by the server: the rule is for accepting only.
-    client.serve(Sessions);
+    client.serve(Sessions).unwrap();
     let back = server
         .connect(client.local_addr(), client.id())
         .await

@@ -1,15 +1,11 @@
 //! Compile-time checks that every message type can cross the network, each spanned at the
 //! user's type so that "`Foo: Serialize` is not satisfied" points at `Foo` in the trait.
 
-use std::collections::HashSet;
-
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::Type;
 
-use super::Cx;
-use crate::model::Role;
+use super::{message_types, Cx};
 
 pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
     let Cx {
@@ -23,17 +19,7 @@ pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
     let where_clause = params.where_clause(krate, None);
     let methods = service.methods.iter().filter_map(|method| {
         let cfgs = method.cfgs();
-        let mut seen = HashSet::new();
-        let types: Vec<&Type> = method
-            .args
-            .iter()
-            .map(|arg| match arg.role {
-                Role::Message => arg.ty,
-                Role::Sender(item) | Role::Receiver(item) => item,
-            })
-            .chain(method.output)
-            .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
-            .collect();
+        let types = message_types(method);
         if types.is_empty() {
             return None;
         }
@@ -51,7 +37,7 @@ pub(super) fn checks(cx: &Cx<'_>) -> TokenStream {
     });
     quote! {
         const _: () = {
-            #[allow(dead_code)]
+            #[allow(dead_code, deprecated)]
             fn __check_messages #impl_params () #where_clause {
                 #(#methods)*
             }

@@ -30,6 +30,7 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
     let vis = &service.item.vis;
     let generics = params.decl(None);
     let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let deprecated = service.deprecated();
     let doc = format!(
         " The client of the [`{}`] service: one method per trait method, each returning a call \
          to `.await` or to configure first.",
@@ -39,8 +40,10 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
         #[doc = #doc]
         ///
         /// Cheap to clone: clones share the connection or peer they call.
+        #deprecated
         #vis struct #client #generics {
             target: #private::Target,
+            service: &'static str,
             #marker
         }
     }
@@ -49,7 +52,6 @@ fn definition(cx: &Cx<'_>) -> TokenStream {
 fn inherent(cx: &Cx<'_>) -> TokenStream {
     let Cx {
         service,
-        private,
         krate,
         client,
         params,
@@ -67,27 +69,38 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
     let methods = service.methods.iter().map(|method| method_fn(cx, method));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated, clippy::type_complexity)]
         impl #impl_params #client #args #where_clause {
             #[doc = #name_doc]
             #vis const SERVICE_NAME: &'static str = #wire_name;
 
             /// Creates a client that calls the service on `target`: a `Connection`, or a
             /// reconnecting `Peer`, whose calls wait within their deadline for a connection.
-            #vis fn new(target: impl ::core::convert::Into<#private::Target>) -> Self {
+            #vis fn new(target: impl ::core::convert::Into<#krate::Target>) -> Self {
+                Self::with_name(target, Self::SERVICE_NAME)
+            }
+
+            /// Creates a client that calls the service served under `name` on `target` (see
+            /// the runtime's `Renamed`).
+            #vis fn with_name(
+                target: impl ::core::convert::Into<#krate::Target>,
+                name: &'static str,
+            ) -> Self {
                 Self {
                     target: ::core::convert::Into::into(target),
+                    service: name,
                     #marker
                 }
             }
 
             /// What this client calls.
-            #vis fn target(&self) -> &#private::Target {
+            #vis fn target(&self) -> &#krate::Target {
                 &self.target
             }
 
             /// The connection this client calls over, if it was made from one (not from a
             /// peer, whose connection changes).
-            #vis fn connection(&self) -> ::core::option::Option<&#private::Connection> {
+            #vis fn connection(&self) -> ::core::option::Option<&#krate::Connection> {
                 self.target.as_connection()
             }
 
@@ -99,7 +112,7 @@ fn inherent(cx: &Cx<'_>) -> TokenStream {
 /// One client method: takes the request's arguments, returns the call builder.
 fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     let vis = &cx.service.item.vis;
-    let attrs = method.docs_and_cfgs();
+    let attrs = method.client_attrs();
     let default_doc = (!method.has_docs()).then(|| {
         let doc = format!(
             " Calls [`{}::{}`] on the peer.",
@@ -121,7 +134,7 @@ fn method_fn(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     // the trait rather than at the attribute.
     let idempotent = method.is_idempotent().then(|| quote!(.idempotent()));
     let body = respan(
-        quote!(#constructor::new(&self.target, Self::SERVICE_NAME, #wire_name, #args) #idempotent),
+        quote!(#constructor::new(&self.target, self.service, #wire_name, #args) #idempotent),
         ident.span(),
     );
     quote! {
@@ -151,13 +164,14 @@ fn call_type(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
 }
 
 fn call_constructor(cx: &Cx<'_>, kind: Kind) -> TokenStream {
-    let private = &cx.private;
+    // The runtime's public names: client signatures show only public items.
+    let krate = &cx.krate;
     match kind {
-        Kind::Rpc => quote!(#private::Unary),
-        Kind::Notify => quote!(#private::Notify),
-        Kind::ServerStream => quote!(#private::ServerStreaming),
-        Kind::ClientStream => quote!(#private::ClientStreaming),
-        Kind::Bidi => quote!(#private::Bidi),
+        Kind::Rpc => quote!(#krate::Unary),
+        Kind::Notify => quote!(#krate::Notify),
+        Kind::ServerStream => quote!(#krate::ServerStreaming),
+        Kind::ClientStream => quote!(#krate::ClientStreaming),
+        Kind::Bidi => quote!(#krate::Bidi),
     }
 }
 
@@ -170,10 +184,12 @@ fn clone(cx: &Cx<'_>) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::clone::Clone for #client #args {
             fn clone(&self) -> Self {
                 Self {
                     target: ::core::clone::Clone::clone(&self.target),
+                    service: self.service,
                     #marker
                 }
             }
@@ -188,9 +204,13 @@ fn debug(cx: &Cx<'_>) -> TokenStream {
     let name = client.to_string();
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::fmt::Debug for #client #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
-                f.debug_struct(#name).field("target", &self.target).finish()
+                f.debug_struct(#name)
+                    .field("target", &self.target)
+                    .field("service", &self.service)
+                    .finish()
             }
         }
     }

@@ -7,9 +7,13 @@ mod server;
 mod trait_def;
 
 use proc_macro2::{Group, Ident, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote, ToTokens};
+use quote::{quote, ToTokens};
 
-use crate::model::{Method, Service};
+use std::collections::HashSet;
+
+use syn::Type;
+
+use crate::model::{Method, Role, Service};
 use params::Params;
 
 pub(crate) use trait_def::fallback;
@@ -44,14 +48,13 @@ struct Cx<'a> {
 impl<'a> Cx<'a> {
     fn new(service: &'a Service<'a>) -> Self {
         let krate = service.krate();
-        let ident = service.ident();
         Cx {
             service,
             private: quote!(#krate::__private),
             krate,
             params: Params::new(service),
-            client: format_ident!("{}Client", ident),
-            server: format_ident!("{}Server", ident),
+            client: service.client_ident(),
+            server: service.server_ident(),
         }
     }
 
@@ -77,6 +80,22 @@ fn args_type(method: &Method<'_>) -> TokenStream {
     tuple(method.messages().map(|arg| arg.ty))
 }
 
+/// Every type a method's messages have, once each, in declaration order: the arguments sent
+/// with the request, the stream items, the response.
+fn message_types<'a>(method: &Method<'a>) -> Vec<&'a Type> {
+    let mut seen = HashSet::new();
+    method
+        .args
+        .iter()
+        .map(|arg| match arg.role {
+            Role::Message => arg.ty,
+            Role::Sender(item) | Role::Receiver(item) => item,
+        })
+        .chain(method.output)
+        .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
+        .collect()
+}
+
 /// The method's response type as declared, `()` when it has none.
 fn output_type(method: &Method<'_>) -> TokenStream {
     match method.output {
@@ -85,7 +104,8 @@ fn output_type(method: &Method<'_>) -> TokenStream {
     }
 }
 
-/// `tokens` with every span set to `span`.
+/// `tokens` with every span located at `span`, each keeping its hygiene (a generated
+/// variable stays distinct from the user's of the same name).
 fn respan(tokens: TokenStream, span: Span) -> TokenStream {
     tokens
         .into_iter()
@@ -95,7 +115,7 @@ fn respan(tokens: TokenStream, span: Span) -> TokenStream {
                 respanned.set_span(span);
                 token = TokenTree::Group(respanned);
             } else {
-                token.set_span(span);
+                token.set_span(token.span().located_at(span));
             }
             token
         })

@@ -1,9 +1,11 @@
 //! `{Trait}Server<S>`: routes incoming calls to an implementation of the trait.
 
-use proc_macro2::{Ident, TokenStream};
-use quote::{format_ident, quote};
+use std::collections::HashSet;
 
-use super::{args_type, tuple, Cx};
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, ToTokens};
+
+use super::{args_type, message_types, tuple, Cx};
 use crate::model::{Kind, Method, Role};
 
 pub(super) fn server(cx: &Cx<'_>) -> TokenStream {
@@ -22,24 +24,29 @@ pub(super) fn server(cx: &Cx<'_>) -> TokenStream {
     }
 }
 
-/// The parameter naming the implementation: `S`, unless the trait already uses that name.
+/// The parameter naming the implementation: `S`, unless the trait already uses that name
+/// anywhere (a type parameter, or a message type named `S`).
 fn impl_param(cx: &Cx<'_>) -> Ident {
-    ["S", "Svc", "__S"]
+    let mut used = HashSet::new();
+    collect_idents(cx.service.item.to_token_stream(), &mut used);
+    ["S", "Svc", "__S", "__Dep2pService"]
         .iter()
-        .map(|name| format_ident!("{}", name))
-        .find(|ident| {
-            !cx.service
-                .item
-                .generics
-                .params
-                .iter()
-                .any(|param| match param {
-                    syn::GenericParam::Type(param) => param.ident == *ident,
-                    syn::GenericParam::Const(param) => param.ident == *ident,
-                    syn::GenericParam::Lifetime(_) => false,
-                })
-        })
-        .unwrap_or_else(|| format_ident!("__Dep2pService"))
+        .map(|name| (*name).to_owned())
+        .chain((2..).map(|n| format!("__Dep2pService{n}")))
+        .find(|name| !used.contains(name))
+        .map_or_else(|| format_ident!("S"), |name| format_ident!("{}", name))
+}
+
+fn collect_idents(tokens: TokenStream, used: &mut HashSet<String>) {
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) => {
+                used.insert(ident.to_string());
+            }
+            TokenTree::Group(group) => collect_idents(group.stream(), used),
+            _ => {}
+        }
+    }
 }
 
 fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
@@ -53,6 +60,7 @@ fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let vis = &service.item.vis;
     let generics = params.decl(Some(s));
     let marker = params.phantom().map(|ty| quote!(marker: #ty,));
+    let deprecated = service.deprecated();
     let doc = format!(
         " Serves an implementation `{s}` of [`{}`]: routes each incoming call to its method.",
         service.ident()
@@ -61,6 +69,7 @@ fn definition(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         #[doc = #doc]
         ///
         /// Cheap to clone: clones share the implementation.
+        #deprecated
         #vis struct #server #generics {
             inner: #private::Arc<#s>,
             #marker
@@ -87,6 +96,7 @@ fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params #server #args #where_clause {
             /// Serves `service`.
             #vis fn new(service: #s) -> Self {
@@ -94,7 +104,7 @@ fn inherent(cx: &Cx<'_>, s: &Ident) -> TokenStream {
             }
 
             /// Serves an implementation shared with other code.
-            #vis fn from_arc(service: #private::Arc<#s>) -> Self {
+            #vis fn from_arc(service: ::std::sync::Arc<#s>) -> Self {
                 Self { inner: service, #marker }
             }
         }
@@ -110,6 +120,7 @@ fn clone(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         .map(|_| quote!(marker: ::core::marker::PhantomData,));
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::clone::Clone for #server #args {
             fn clone(&self) -> Self {
                 Self {
@@ -128,6 +139,7 @@ fn debug(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let name = server.to_string();
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params ::core::fmt::Debug for #server #args {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(#name).finish_non_exhaustive()
@@ -148,21 +160,34 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
     let impl_params = params.impl_params(Some(s));
     let args = params.args(Some(s));
     let trait_path = cx.trait_path();
-    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path)));
+    // Every message type, assumed to be a message (see `__private::Checked`): one that is not
+    // is reported once, by the checks, rather than again by the code below. A `#[cfg]`d
+    // method's types may not exist, so they are left out.
+    let mut seen = HashSet::new();
+    let checked = service
+        .methods
+        .iter()
+        .filter(|method| method.cfgs().next().is_none())
+        .flat_map(message_types)
+        .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
+        .map(|ty| quote!(#private::Checked<#s, #ty>: #private::Message));
+    let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path #(, #checked)*)));
     let wire_name = service.wire_name();
     let arms = service.methods.iter().map(|method| arm(cx, s, method));
     let infos = service.methods.iter().map(|method| method_info(cx, method));
+    let call = call_ident();
     quote! {
         #[automatically_derived]
+        #[allow(deprecated)]
         impl #impl_params #private::Service for #server #args #where_clause {
             fn name(&self) -> &str {
                 #wire_name
             }
 
-            fn call(&self, __call: #private::IncomingCall) -> #private::CallFuture {
-                match __call.method() {
+            fn call(&self, #call: #private::IncomingCall) -> #private::CallFuture {
+                match #call.method() {
                     #(#arms)*
-                    _ => __call.unknown_method(),
+                    _ => #call.unknown_method(),
                 }
             }
 
@@ -193,6 +218,12 @@ fn method_info(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
         #(#cfgs)*
         #private::MethodInfo::new(#wire_name, #private::Kind::#kind)
     }
+}
+
+/// The incoming call's variable. Like every variable generated code introduces, it has
+/// mixed-site hygiene, so an argument of the same name does not clash with it.
+fn call_ident() -> Ident {
+    Ident::new("__call", Span::mixed_site())
 }
 
 /// The match arm routing one method's calls to the implementation.
@@ -229,14 +260,15 @@ fn arm(cx: &Cx<'_>, s: &Ident, method: &Method<'_>) -> TokenStream {
     // Spanned at the method, so that a message type the runtime cannot carry is reported in
     // the trait rather than at the attribute.
     let handler = Ident::new(handler, ident.span());
+    let (call, svc) = (call_ident(), Ident::new("__svc", Span::mixed_site()));
     // Every parameter, in the trait's order.
     let call_args = method.args.iter().map(|arg| &arg.binding);
     quote! {
         #(#cfgs)*
         #wire_name => {
-            let __svc = ::core::clone::Clone::clone(&self.inner);
-            __call.#handler(move |#pattern: #args_type #receiver #sender| async move {
-                <#s as #trait_path>::#ident(&__svc, #(#call_args),*).await
+            let #svc = ::core::clone::Clone::clone(&self.inner);
+            #call.#handler(move |#pattern: #args_type #receiver #sender| async move {
+                <#s as #trait_path>::#ident(&#svc, #(#call_args),*).await
             })
         }
     }

@@ -70,10 +70,16 @@ pub(super) fn trait_def(item: &ItemTrait) -> ItemTrait {
         sig.output = parse_quote_spanned! {async_token.span=>
             -> impl ::core::future::Future<Output = #output> + ::core::marker::Send
         };
+        // The rewritten return type counts as more complex than the `async fn` the user wrote.
+        method
+            .attrs
+            .push(parse_quote!(#[allow(clippy::type_complexity)]));
     }
     if item.colon_token.is_none() {
         item.colon_token = Some(Default::default());
     }
+    // A program that only calls the service never names the trait: its client does not.
+    item.attrs.push(parse_quote!(#[allow(dead_code)]));
     item.supertraits.extend::<[syn::TypeParamBound; 3]>([
         parse_quote!(::core::marker::Send),
         parse_quote!(::core::marker::Sync),

@@ -60,7 +60,9 @@ impl NodeBuilder {
         self
     }
 
-    /// Serves `service` from the start.
+    /// Serves `service` from the start. Each service needs its own name (see
+    /// [`Service::name`]): [`bind`](Self::bind) fails with [`Error::Config`] if two have the
+    /// same.
     pub fn serve(mut self, service: impl Service) -> Self {
         self.services.push(Arc::new(service));
         self
@@ -432,6 +434,7 @@ impl NodeBuilder {
             gate,
         } = self;
         config.validate()?;
+        crate::service::unique_names(&services)?;
         let addr = addr
             .to_socket_addrs()?
             .next()

@@ -159,18 +159,23 @@ impl Node {
         let admission = Admission::new(&config);
         let services_registry = Arc::new(Services::default());
         let health = HealthState::new(&services_registry);
-        // The built-in services first: an application's service of the same name replaces
-        // them.
+        for service in services {
+            services_registry.add(service)?;
+        }
+        // Then the built-in services, unless the application serves its own under their
+        // names.
         if builtins.reflection {
-            let reflection = NodeReflection::new(&services_registry);
-            services_registry.add(Arc::new(ReflectionServer::new(reflection)));
+            let reflection = ReflectionServer::new(NodeReflection::new(&services_registry));
+            if !services_registry.contains(reflection.name()) {
+                services_registry.add(Arc::new(reflection))?;
+            }
         }
         if builtins.health {
             let service = NodeHealth::new(Arc::clone(&health), config.idle_stream_timeout);
-            services_registry.add(Arc::new(HealthServer::new(service)));
-        }
-        for service in services {
-            services_registry.add(service);
+            let service = HealthServer::new(service);
+            if !services_registry.contains(service.name()) {
+                services_registry.add(Arc::new(service))?;
+            }
         }
         let connections = Registry::new(key.public());
         // Calls reach their node through a weak pointer, which a handler may upgrade.
@@ -221,11 +226,16 @@ impl Node {
         self.inner.local_addr
     }
 
-    /// Serves `service` on every connection, current and future. A service of the same name
-    /// is replaced.
-    pub fn serve(&self, service: impl Service) {
-        self.inner.services.add(Arc::new(service));
+    /// Serves `service` on every connection, current and future.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the node already serves a service of the same name (see
+    /// [`Service::name`]), built-in ones included; the node keeps serving that one.
+    pub fn serve(&self, service: impl Service) -> Result<(), Error> {
+        self.inner.services.add(Arc::new(service))?;
         self.inner.health.changed();
+        Ok(())
     }
 
     /// Sets the health statuses this node reports to its peers' health checks (see

@@ -1,0 +1,8 @@
+use dep2p_runtime::service;
+
+#[service]
+pub trait Store {
+    async fn get(&self, key: String) -> Option<Box<Self>>;
+}
+
+fn main() {}

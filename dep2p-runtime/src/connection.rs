@@ -373,7 +373,12 @@ impl Connection {
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, self.link_ref().budget.clone())
+        let reader = FrameReader::new(recv, max, self.link_ref().budget.clone());
+        if self.protocol_version() >= 2 {
+            reader.with_metadata(self.config().header)
+        } else {
+            reader
+        }
     }
 
     /// Room for the bytes of incoming frames this connection holds.

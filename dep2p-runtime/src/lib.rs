@@ -49,6 +49,7 @@ mod wire;
 mod addr;
 mod error;
 mod id;
+mod metadata;
 
 mod config;
 mod gate;
@@ -93,6 +94,7 @@ pub use error::Error;
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
+pub use metadata::{Metadata, MetadataResult, ResponseMetadata};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::deadline::Deadline;
 use crate::error::Error;
+use crate::metadata::MetadataSlot;
 use crate::wire::{self, TAG_ITEM};
 
 /// What happens to the QUIC stream when a [`Sender`] goes away.
@@ -35,6 +36,8 @@ struct Outbound {
     to_writer: tokio::sync::Notify,
     /// Wakes the sender when the writer has taken the queue.
     to_sender: tokio::sync::Notify,
+    /// A handler's response metadata, whose headers go out before the first item.
+    metadata: Option<Arc<MetadataSlot>>,
 }
 
 #[derive(Default)]
@@ -45,6 +48,8 @@ struct Queue {
     finished: bool,
     /// Why the stream can take no more, once it can't.
     error: Option<Error>,
+    /// The response headers have gone out, ahead of the first item.
+    headers_sent: bool,
 }
 
 impl Outbound {
@@ -67,6 +72,12 @@ impl Outbound {
             return Ok(false);
         }
         let was_empty = queue.frames.is_empty();
+        if !queue.headers_sent {
+            if let Some(metadata) = &self.metadata {
+                metadata.headers_into(&mut queue.frames)?;
+            }
+            queue.headers_sent = true;
+        }
         wire::encode_into(&mut queue.frames, TAG_ITEM, item, max)?;
         drop(queue);
         if was_empty {
@@ -118,12 +129,14 @@ impl<T> Sender<T> {
         end: SenderEnd,
         max_message: usize,
         deadline: Deadline,
+        metadata: Option<Arc<MetadataSlot>>,
     ) -> Self {
         let outbound = stream.map(|stream| {
             let outbound = Arc::new(Outbound {
                 state: Mutex::new(Queue::default()),
                 to_writer: tokio::sync::Notify::new(),
                 to_sender: tokio::sync::Notify::new(),
+                metadata,
             });
             let writer = Writer {
                 stream,
@@ -146,22 +159,25 @@ impl<T> Sender<T> {
         max_message: usize,
         deadline: Deadline,
     ) -> Self {
-        Self::start(Some(stream), SenderEnd::Caller, max_message, deadline)
+        Self::start(Some(stream), SenderEnd::Caller, max_message, deadline, None)
     }
 
+    /// A handler's sender, which sends the response headers in `metadata` (if any) before
+    /// its first item.
     pub(crate) fn handler(
         stream: quinn::SendStream,
         back: oneshot::Sender<quinn::SendStream>,
         max_message: usize,
         deadline: Deadline,
+        metadata: Option<Arc<MetadataSlot>>,
     ) -> Self {
         let end = SenderEnd::Handler(back);
-        Self::start(Some(stream), end, max_message, deadline)
+        Self::start(Some(stream), end, max_message, deadline, metadata)
     }
 
     /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
     pub(crate) fn detached(max_message: usize, deadline: Deadline) -> Self {
-        Self::start(None, SenderEnd::Caller, max_message, deadline)
+        Self::start(None, SenderEnd::Caller, max_message, deadline, None)
     }
 }
 

@@ -113,6 +113,15 @@ impl Service for Meta {
                 out.send(8).await.unwrap();
                 ctx.set_trailer("t", "2");
             }),
+            "early" => call.server_stream(|(): (), mut out: Sender<u8>| async move {
+                let ctx = CallContext::current().unwrap();
+                ctx.set_header("h", "1");
+                out.send_headers().unwrap();
+                // Sent already: too late.
+                assert!(!ctx.set_header("h2", "2"));
+                out.send_headers().unwrap();
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }),
             _ => call.unknown_method(),
         }
     }
@@ -275,6 +284,17 @@ async fn server_streaming_headers_come_before_the_items() {
     let (result, metadata) = response.with_metadata().await;
     assert_eq!(result.unwrap(), (true, true));
     assert_eq!(metadata.headers().len(), 3);
+}
+
+#[tokio::test]
+async fn a_handler_may_send_its_headers_before_any_item() {
+    let s = setup().await;
+    let call: ServerStreaming<(), u8, ()> = ServerStreaming::new(&s.conn, "Meta", "early", ());
+    let (mut items, _response) = call.await.unwrap();
+    let headers = tokio::time::timeout(Duration::from_secs(5), items.headers())
+        .await
+        .expect("headers before any item");
+    assert_eq!(list(&headers), [("h", "1")]);
 }
 
 #[tokio::test]

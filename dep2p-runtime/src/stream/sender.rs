@@ -86,6 +86,27 @@ impl Outbound {
         Ok(true)
     }
 
+    /// Queues the response headers, unless they have gone out already.
+    fn push_headers(&self) -> Result<(), Error> {
+        let mut queue = self.lock();
+        if let Some(err) = &queue.error {
+            return Err(err.clone());
+        }
+        if queue.headers_sent {
+            return Ok(());
+        }
+        let was_empty = queue.frames.is_empty();
+        if let Some(metadata) = &self.metadata {
+            metadata.headers_into(&mut queue.frames)?;
+        }
+        queue.headers_sent = true;
+        drop(queue);
+        if was_empty {
+            self.to_writer.notify_one();
+        }
+        Ok(())
+    }
+
     /// Marks the sender gone and wakes the writer.
     fn close(&self, finished: bool) {
         let mut queue = self.lock();
@@ -216,6 +237,33 @@ impl<T: Serialize> Sender<T> {
                     Ok(())
                 })
                 .await?;
+        }
+    }
+
+    /// Sends a handler's response headers now, rather than with its first item: those set so
+    /// far with [`CallContext::set_header`](crate::CallContext::set_header), so that the
+    /// caller's [`Receiver::headers`](crate::Receiver::headers) completes before any item is ready. Headers set after
+    /// this are not sent.
+    ///
+    /// Does nothing if the headers have gone out already, if none were set, on the calling
+    /// side, and on a protocol version 1 connection. Fails with [`Error::MessageTooLarge`]
+    /// (sending nothing) if the headers break the node's header bounds, and with
+    /// [`Error::Cancelled`] once the receiver has gone away.
+    ///
+    /// ```no_run
+    /// # use dep2p_runtime::{CallContext, Error, Sender};
+    /// async fn watch(mut out: Sender<u64>) -> Result<(), Error> {
+    ///     let ctx = CallContext::current().expect("inside a handler");
+    ///     ctx.set_header("watching-since", "1700000000");
+    ///     out.send_headers()?;
+    ///     // ... the first event may take a while ...
+    ///     out.send(1).await
+    /// }
+    /// ```
+    pub fn send_headers(&mut self) -> Result<(), Error> {
+        match &self.outbound {
+            Some(outbound) => outbound.push_headers(),
+            None => Err(Error::Cancelled),
         }
     }
 

@@ -267,8 +267,10 @@ async fn server_streaming_headers_come_before_the_items() {
     let headers = items.headers().await;
     assert_eq!(list(&headers), [("server", "meta/1"), ("x", "1")]);
     // Waiting for the headers took no item.
+    assert_eq!(items.trailers(), None);
     let got: Vec<u32> = items.by_ref().map(|r| r.unwrap()).collect().await;
     assert_eq!(got, [0, 1, 2]);
+    assert_eq!(items.trailers().unwrap().get("late"), Some("t"));
     // Still there once the stream has ended.
     assert_eq!(items.headers().await, headers);
     let (result, metadata) = response.with_metadata().await;
@@ -322,6 +324,7 @@ async fn bidirectional_headers_and_trailers() {
     tx.finish().unwrap();
     assert_eq!(rx.next().await.unwrap().unwrap(), 2);
     assert!(rx.next().await.is_none());
+    assert_eq!(rx.trailers().unwrap().get("elapsed"), Some("5ms"));
     let (result, metadata) = response.with_metadata().await;
     assert_eq!(result.unwrap(), (true, true));
     assert_sent(&metadata);

@@ -212,6 +212,8 @@ pub struct Receiver<T> {
     timer: IdleTimer,
     /// The response headers, kept once the stream has ended.
     headers: Metadata,
+    /// The response trailers, once the stream has ended.
+    trailers: Option<Metadata>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -259,6 +261,7 @@ impl<T> Receiver<T> {
             inbound,
             timer: deadline.timer(),
             headers: Metadata::default(),
+            trailers: None,
             _item: PhantomData,
         }
     }
@@ -294,6 +297,23 @@ impl<T> Receiver<T> {
     /// Cancel safe: dropping the future loses nothing; the headers and any item stay.
     pub async fn headers(&mut self) -> Metadata {
         std::future::poll_fn(|cx| self.poll_headers(cx)).await
+    }
+
+    /// The response trailers of a server-streaming or bidirectional call, once its stream
+    /// has ended (the stream yielded `None` or its error): what the handler set with
+    /// [`CallContext::set_trailer`](crate::CallContext::set_trailer), empty if it set none
+    /// or the call failed before its final frame. `None` while the stream runs.
+    ///
+    /// The [`Response`] gives them too, with the result:
+    /// [`Response::with_metadata`].
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.trailers.as_ref()
+    }
+
+    /// Keeps the metadata of a stream that has ended.
+    fn keep_metadata(&mut self, state: &InboundState) {
+        self.headers = state.meta.received().headers().clone();
+        self.trailers = Some(state.meta.received().trailers().clone());
     }
 
     fn poll_headers(&mut self, cx: &mut Context<'_>) -> Poll<Metadata> {
@@ -345,13 +365,13 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
                     }
                     Err(err) => {
                         state.finish(Err(err.clone()));
-                        this.headers = state.meta.received().headers().clone();
+                        this.keep_metadata(&state);
                         Some(Err(err))
                     }
                 }
             }
             Poll::Ready(false) => {
-                this.headers = state.meta.received().headers().clone();
+                this.keep_metadata(&state);
                 match &state.end {
                     Some(Err(err)) => Some(Err(err.clone())),
                     _ => None,
@@ -363,7 +383,7 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
                     Poll::Ready(err) => {
                         let mut state = inbound.lock();
                         state.finish(Err(err.clone()));
-                        this.headers = state.meta.received().headers().clone();
+                        this.keep_metadata(&state);
                         Some(Err(err))
                     }
                     Poll::Pending => return Poll::Pending,

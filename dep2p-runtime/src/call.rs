@@ -17,6 +17,7 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
+use crate::metadata::{MetadataReader, MetadataResult};
 use crate::stream::{self, Receiver, Response, Sender};
 use crate::target::{Retries, Target};
 use crate::trace;
@@ -523,7 +524,8 @@ pub enum BidiKind<I, O, R> {
     _Never(std::convert::Infallible, PhantomData<(I, O, R)>),
 }
 
-/// A request-response call. Awaiting it gives `Result<R, Error>`.
+/// A request-response call. Awaiting it gives `Result<R, Error>`;
+/// [`with_metadata`](Call::with_metadata) gives the response metadata too.
 pub type Unary<A, R> = Call<UnaryKind<R>, A>;
 /// A notification. Awaiting it gives `Ok(())` once the message is handed to QUIC; nothing
 /// comes back from the peer.
@@ -555,6 +557,52 @@ where
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Unary);
         Box::pin(trace::called(span, async move {
+            let mut meta = MetadataReader::default();
+            self.answer(&mut meta).await
+        }))
+    }
+}
+
+impl<A, R> Call<UnaryKind<R>, A>
+where
+    A: Serialize + Send + 'static,
+    R: DeserializeOwned + Send + 'static,
+{
+    /// Awaits the call together with the [`ResponseMetadata`](crate::ResponseMetadata) its handler sent: headers and
+    /// trailers, for a failure (an [`Error`] the peer sent as a status, such as
+    /// [`Error::HandlerFailed`] or [`Error::Timeout`]) as for a success.
+    ///
+    /// Call it last, after [`timeout`](Call::timeout) and [`metadata`](Call::metadata): it
+    /// gives the future to await. Through a [`Peer`](crate::Peer) that retries, the metadata
+    /// is that of the attempt that was answered.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: dep2p_runtime::Connection) {
+    /// # let call = dep2p_runtime::Unary::<(String,), String>::new(&conn, "Test", "echo", ("hi".to_string(),));
+    /// // With a generated client: `client.echo("hi".into()).with_metadata().await`.
+    /// let (result, metadata) = call.with_metadata().await;
+    /// println!("{result:?} from {:?}", metadata.headers().get("server"));
+    /// if let Some(retry) = metadata.trailers().get("retry-after-ms") {
+    ///     println!("the peer asks to retry after {retry} ms");
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the call, as dropping the call's own future does.
+    pub fn with_metadata(mut self) -> MetadataResult<R> {
+        let span = self.span(Kind::Unary);
+        Box::pin(async move {
+            let mut meta = MetadataReader::default();
+            let result = trace::called(span, self.answer(&mut meta)).await;
+            (result, meta.take())
+        })
+    }
+
+    /// Makes the call and reads its answer, and the metadata before it into `meta`.
+    async fn answer(self, meta: &mut MetadataReader) -> Result<R, Error> {
+        {
             let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
@@ -584,7 +632,7 @@ where
                                     }
                                     // The frame is there: reading it waits no more.
                                     Ok(None) => {
-                                        let result = stream::read_result(reader).await;
+                                        let result = stream::read_result(reader, meta).await;
                                         reader.try_finish();
                                         if let (Ok(_), Some(retries)) = (&result, &retries) {
                                             retries.succeeded();
@@ -619,7 +667,7 @@ where
                     }
                 })
                 .await
-        }))
+        }
     }
 }
 

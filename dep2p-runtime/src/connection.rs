@@ -373,8 +373,13 @@ impl Connection {
     /// A frame reader for a stream of this connection.
     pub(crate) fn reader(&self, recv: quinn::RecvStream) -> FrameReader {
         let max = self.config().max_message_size;
-        FrameReader::new(recv, max, self.link_ref().budget.clone())
-            .unpacking(self.protocol_version() >= 2)
+        let reader = FrameReader::new(recv, max, self.link_ref().budget.clone())
+            .unpacking(self.protocol_version() >= 2);
+        if self.protocol_version() >= 2 {
+            reader.with_metadata(self.config().header)
+        } else {
+            reader
+        }
     }
 
     /// How this node compresses the messages it sends for `service.method` on this

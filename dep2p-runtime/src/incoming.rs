@@ -263,7 +263,9 @@ impl IncomingCall {
         match self.send.take() {
             Some(send) => {
                 self.stopped = Some(Box::pin(send.stopped().map(|_| ())));
-                let sender = Sender::handler(send, tx, max, self.deadline).packing(self.pack());
+                let metadata = self.context.response_metadata().cloned();
+                let sender =
+                    Sender::handler(send, tx, max, self.deadline, metadata).packing(self.pack());
                 (sender, Some(rx))
             }
             // Only notifications lack a send stream, and `start` checked the kind. A sender
@@ -418,14 +420,18 @@ async fn respond<R, Fut>(
     };
     let mut caller_gone = std::pin::pin!(caller_gone);
     let run = context.scope(guarded(move || fut));
-    let mut run = std::pin::pin!(run);
+    // In an `Option`, so that a handler stopped at its deadline can be dropped in place.
+    let mut run = std::pin::pin!(Some(run));
+    let Some(mut handler) = run.as_mut().as_pin_mut() else {
+        return;
+    };
     // A handler that completes at once needs neither a deadline timer nor a watch on the
     // caller; only one that waits is raced against both.
-    let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+    let first = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await;
     let outcome = match first {
         Poll::Ready(outcome) => Ok(outcome),
         Poll::Pending => tokio::select! {
-            outcome = deadline.within(run.as_mut()) => outcome,
+            outcome = deadline.within(handler.as_mut()) => outcome,
             // Returning drops `run`, which cancels the handler.
             () = &mut caller_gone => {
                 set_outcome(Error::Cancelled.name());
@@ -433,6 +439,11 @@ async fn respond<R, Fut>(
             }
         },
     };
+    if outcome.is_err() {
+        // Stopped at its deadline: the handler goes now, and with it a `Sender` it holds, so
+        // that its stream comes back for the status.
+        run.set(None);
+    }
     let encoded = match &outcome {
         Ok(Ok(value)) => {
             std::panic::catch_unwind(AssertUnwindSafe(|| wire::packed(TAG_RESULT, value, max)))
@@ -484,7 +495,24 @@ async fn respond<R, Fut>(
         (None, None) => None,
     };
     let conn = call.context.connection().clone();
+    let metadata = call.context.response_metadata().cloned();
     drop(call);
     let Some(send) = send else { return };
+    // The handler's metadata goes just before the final frame: its headers, if no item took
+    // them out already, then its trailers. Metadata over the bounds fails the call instead.
+    let frame = match metadata.map(|metadata| metadata.finish()) {
+        Some(Ok(Some(before))) => {
+            let mut frames = bytes::BytesMut::with_capacity(before.len() + frame.len());
+            frames.extend_from_slice(&before);
+            frames.extend_from_slice(&frame);
+            frames.freeze()
+        }
+        Some(Err(err)) => {
+            let err = Error::from(err);
+            set_outcome(err.name());
+            wire::encode_status(err.status_code(), &err.status_message())
+        }
+        Some(Ok(None)) | None => frame,
+    };
     end_stream(&conn, send, frame).await;
 }

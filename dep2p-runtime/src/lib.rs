@@ -49,6 +49,7 @@ mod wire;
 mod addr;
 mod error;
 mod id;
+mod metadata;
 
 mod config;
 mod gate;
@@ -101,6 +102,7 @@ pub use incoming::{CallFuture, IncomingCall};
 pub use introspection::{
     Health, HealthClient, HealthServer, Reflection, ReflectionClient, ReflectionServer,
 };
+pub use metadata::{Metadata, MetadataResult, ResponseMetadata};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;

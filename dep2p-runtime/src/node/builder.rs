@@ -178,6 +178,10 @@ impl NodeBuilder {
     /// this node would send with a larger one fails the same way before it opens a stream. At
     /// least 1,024 bytes. Service and method names are limited to 256 bytes each.
     ///
+    /// This bound and the two metadata bounds below also hold for response metadata, the
+    /// headers and the trailers each: what a handler sets
+    /// ([`CallContext::set_header`](crate::CallContext::set_header)) and what a caller accepts.
+    ///
     /// Default: 16 KiB, the order of the header lists HTTP/2 servers accept
     /// (`SETTINGS_MAX_HEADER_LIST_SIZE`).
     pub fn max_header_size(mut self, bytes: usize) -> Self {

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::deadline::{Deadline, IdleTimer};
 use crate::error::Error;
 use crate::hold::Hold;
+use crate::metadata::{Metadata, MetadataReader, MetadataResult};
 use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
 
 /// The receiving half of a stream, shared by a [`Receiver`] and, on the calling side of
@@ -50,6 +51,8 @@ struct InboundState {
     expects_result: bool,
     /// Items taken so far: the response side sees progress in it.
     taken: u64,
+    /// The response metadata read so far (on the calling side).
+    meta: MetadataReader,
 }
 
 impl InboundState {
@@ -62,7 +65,25 @@ impl InboundState {
         let Some(reader) = self.reader.as_mut() else {
             return Poll::Ready(false);
         };
-        let end = match ready!(reader.poll_ready(cx)) {
+        let mut polled = ready!(reader.poll_ready(cx));
+        // On the calling side, metadata frames come before the items and the final frame.
+        while let (Ok(Some(tag)), true) = (&polled, self.expects_result) {
+            match self
+                .meta
+                .frame(*tag, reader.payload(), reader.metadata_limits())
+            {
+                Ok(true) => {
+                    reader.consume();
+                    polled = ready!(reader.poll_ready(cx));
+                }
+                Ok(false) => break,
+                Err(err) => {
+                    polled = Err(err);
+                    break;
+                }
+            }
+        }
+        let end = match polled {
             Ok(Some(TAG_ITEM)) => return Poll::Ready(true),
             Ok(Some(tag @ (TAG_RESULT | TAG_STATUS))) if self.expects_result => {
                 let end = match tag {
@@ -122,6 +143,7 @@ impl Inbound {
                 end: None,
                 expects_result,
                 taken: 0,
+                meta: MetadataReader::default(),
             }),
             wakers: Arc::new(Wakers::default()),
             _hold: hold,
@@ -188,6 +210,10 @@ pub struct Receiver<T> {
     inbound: Option<Arc<Inbound>>,
     /// Ends a stalled stream: the deadline, or the idle bound since the last message.
     timer: IdleTimer,
+    /// The response headers, kept once the stream has ended.
+    headers: Metadata,
+    /// The response trailers, once the stream has ended.
+    trailers: Option<Metadata>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -220,9 +246,11 @@ impl<T> Receiver<T> {
                 let (mut timer, mut seen) = (deadline.timer(), 0);
                 let payload =
                     std::future::poll_fn(|cx| result.poll_result(cx, &mut timer, &mut seen)).await;
+                let meta = result.lock().meta.received().clone();
                 // The stream is done with: let go of it, and of its connection, now.
                 drop(result);
-                Ok(wire::decode(&payload?)?)
+                let decoded = payload.and_then(|payload| Ok(wire::decode(&payload)?));
+                (decoded, meta)
             }),
         };
         (Self::from_inbound(Some(inbound), deadline), response)
@@ -232,6 +260,8 @@ impl<T> Receiver<T> {
         Receiver {
             inbound,
             timer: deadline.timer(),
+            headers: Metadata::default(),
+            trailers: None,
             _item: PhantomData,
         }
     }
@@ -239,6 +269,74 @@ impl<T> Receiver<T> {
     /// A receiver whose stream has already ended.
     pub(crate) fn ended() -> Self {
         Self::from_inbound(None, Deadline::after(std::time::Duration::ZERO))
+    }
+}
+
+impl<T> Receiver<T> {
+    /// The response headers of a server-streaming or bidirectional call: the metadata its
+    /// handler set with [`CallContext::set_header`](crate::CallContext::set_header), sent
+    /// before its first item or its final frame.
+    ///
+    /// Waits until they arrive, or until the first item or the end of the stream shows that
+    /// the handler sent none (then they are empty); an item that arrives is left for the
+    /// stream to yield. Empty too on a connection that speaks protocol version 1, for a
+    /// handler's view of its caller's items, and if the stream fails first (the stream and
+    /// the [`Response`] report why). Waiting is bounded like waiting for an item.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: dep2p_runtime::Connection) -> Result<(), dep2p_runtime::Error> {
+    /// # let call = dep2p_runtime::ServerStreaming::<(), u32, ()>::new(&conn, "Feed", "watch", ());
+    /// let (mut items, response) = call.await?;
+    /// let headers = items.headers().await;
+    /// println!("feed served by {:?}", headers.get("server"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future loses nothing; the headers and any item stay.
+    pub async fn headers(&mut self) -> Metadata {
+        std::future::poll_fn(|cx| self.poll_headers(cx)).await
+    }
+
+    /// The response trailers of a server-streaming or bidirectional call, once its stream
+    /// has ended (the stream yielded `None` or its error): what the handler set with
+    /// [`CallContext::set_trailer`](crate::CallContext::set_trailer), empty if it set none
+    /// or the call failed before its final frame. `None` while the stream runs.
+    ///
+    /// The [`Response`] gives them too, with the result:
+    /// [`Response::with_metadata`].
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.trailers.as_ref()
+    }
+
+    /// Keeps the metadata of a stream that has ended.
+    fn keep_metadata(&mut self, state: &InboundState) {
+        self.headers = state.meta.received().headers().clone();
+        self.trailers = Some(state.meta.received().trailers().clone());
+    }
+
+    fn poll_headers(&mut self, cx: &mut Context<'_>) -> Poll<Metadata> {
+        let Some(inbound) = self.inbound.clone() else {
+            return Poll::Ready(self.headers.clone());
+        };
+        inbound.wakers.receiver.register(cx.waker());
+        let waker = task::waker_ref(&inbound.wakers);
+        let mut both = Context::from_waker(&waker);
+        let mut state = inbound.lock();
+        let polled = state.poll_item(&mut both);
+        if polled.is_ready() || state.meta.past_headers() {
+            return Poll::Ready(state.meta.received().headers().clone());
+        }
+        drop(state);
+        match self.timer.poll_expired(cx) {
+            Poll::Ready(err) => {
+                inbound.lock().finish(Err(err));
+                inbound.wakers.response.wake();
+                Poll::Ready(Metadata::default())
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -267,26 +365,33 @@ impl<T: DeserializeOwned> Stream for Receiver<T> {
                     }
                     Err(err) => {
                         state.finish(Err(err.clone()));
+                        this.keep_metadata(&state);
                         Some(Err(err))
                     }
                 }
             }
-            Poll::Ready(false) => match &state.end {
-                Some(Err(err)) => Some(Err(err.clone())),
-                _ => None,
-            },
+            Poll::Ready(false) => {
+                this.keep_metadata(&state);
+                match &state.end {
+                    Some(Err(err)) => Some(Err(err.clone())),
+                    _ => None,
+                }
+            }
             Poll::Pending => {
                 drop(state);
                 match this.timer.poll_expired(cx) {
                     Poll::Ready(err) => {
-                        inbound.lock().finish(Err(err.clone()));
+                        let mut state = inbound.lock();
+                        state.finish(Err(err.clone()));
+                        this.keep_metadata(&state);
                         Some(Err(err))
                     }
                     Poll::Pending => return Poll::Pending,
                 }
             }
         };
-        // The stream has ended (`yielded` is its error, if any): later polls yield `None`.
+        // The stream has ended (`yielded` is its error, if any): later polls yield `None`; the
+        // headers are kept.
         this.inbound = None;
         inbound.wakers.response.wake();
         Poll::Ready(yielded)
@@ -310,7 +415,7 @@ impl<T> Drop for Receiver<T> {
 /// for them to be read; a failure of the call completes it at once. For client-streaming
 /// calls it completes when the handler returns.
 pub struct Response<R> {
-    fut: Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>,
+    fut: MetadataResult<R>,
 }
 
 impl<R> fmt::Debug for Response<R> {
@@ -328,18 +433,54 @@ impl<R: DeserializeOwned + Send + 'static> Response<R> {
     pub(crate) fn from_reader(mut reader: FrameReader, deadline: Deadline, hold: Hold) -> Self {
         Response {
             fut: Box::pin(async move {
-                let result = deadline.answer(read_result(&mut reader)).await;
+                let mut meta = MetadataReader::default();
+                let result = deadline.answer(read_result(&mut reader, &mut meta)).await;
                 reader.try_finish();
                 drop(hold);
-                result
+                (result, meta.take())
             }),
         }
     }
 }
 
-/// Reads the RESULT or STATUS frame that ends a call, decoding it where it lies.
-pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -> Result<R, Error> {
-    let tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
+impl<R> Response<R> {
+    /// Awaits the result together with the [`ResponseMetadata`](crate::ResponseMetadata) the handler sent: headers and
+    /// trailers, for a failure (a [`Error`] the peer sent as a status, such as
+    /// [`Error::HandlerFailed`] or [`Error::Timeout`]) as for a success.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: dep2p_runtime::Connection) -> Result<(), dep2p_runtime::Error> {
+    /// # let call = dep2p_runtime::ClientStreaming::<(), u64, u64>::new(&conn, "Stats", "sum", ());
+    /// let (mut values, response) = call.await?;
+    /// values.send(1).await?;
+    /// values.finish()?;
+    /// let (total, metadata) = response.with_metadata().await;
+    /// println!("{:?}, took {:?}", total, metadata.trailers().get("elapsed-ms"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future drops the response, as dropping the [`Response`] does.
+    pub fn with_metadata(self) -> MetadataResult<R> {
+        self.fut
+    }
+}
+
+/// Reads the RESULT or STATUS frame that ends a call, decoding it where it lies, and the
+/// metadata frames before it into `meta`.
+pub(crate) async fn read_result<R: DeserializeOwned>(
+    reader: &mut FrameReader,
+    meta: &mut MetadataReader,
+) -> Result<R, Error> {
+    let mut tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
+    while let Some(metadata) = tag {
+        if !meta.frame(metadata, reader.payload(), reader.metadata_limits())? {
+            break;
+        }
+        reader.consume();
+        tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
+    }
     let result = match tag {
         Some(TAG_RESULT) => wire::decode(reader.payload()).map_err(Error::from),
         Some(TAG_STATUS) => Err(Error::from_status_payload(reader.payload())),
@@ -359,6 +500,6 @@ impl<R> Future for Response<R> {
     type Output = Result<R, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.fut.as_mut().poll(cx)
+        self.fut.as_mut().poll(cx).map(|(result, _)| result)
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::deadline::Deadline;
 use crate::error::Error;
+use crate::metadata::MetadataSlot;
 use crate::wire::{self, TAG_ITEM};
 
 /// What happens to the QUIC stream when a [`Sender`] goes away.
@@ -35,6 +36,8 @@ struct Outbound {
     to_writer: tokio::sync::Notify,
     /// Wakes the sender when the writer has taken the queue.
     to_sender: tokio::sync::Notify,
+    /// A handler's response metadata, whose headers go out before the first item.
+    metadata: Option<Arc<MetadataSlot>>,
 }
 
 #[derive(Default)]
@@ -45,6 +48,8 @@ struct Queue {
     finished: bool,
     /// Why the stream can take no more, once it can't.
     error: Option<Error>,
+    /// The response headers have gone out, ahead of the first item.
+    headers_sent: bool,
 }
 
 impl Outbound {
@@ -67,12 +72,39 @@ impl Outbound {
             return Ok(false);
         }
         let was_empty = queue.frames.is_empty();
+        if !queue.headers_sent {
+            if let Some(metadata) = &self.metadata {
+                metadata.headers_into(&mut queue.frames)?;
+            }
+            queue.headers_sent = true;
+        }
         wire::encode_into(&mut queue.frames, TAG_ITEM, item, max, pack)?;
         drop(queue);
         if was_empty {
             self.to_writer.notify_one();
         }
         Ok(true)
+    }
+
+    /// Queues the response headers, unless they have gone out already.
+    fn push_headers(&self) -> Result<(), Error> {
+        let mut queue = self.lock();
+        if let Some(err) = &queue.error {
+            return Err(err.clone());
+        }
+        if queue.headers_sent {
+            return Ok(());
+        }
+        let was_empty = queue.frames.is_empty();
+        if let Some(metadata) = &self.metadata {
+            metadata.headers_into(&mut queue.frames)?;
+        }
+        queue.headers_sent = true;
+        drop(queue);
+        if was_empty {
+            self.to_writer.notify_one();
+        }
+        Ok(())
     }
 
     /// Marks the sender gone and wakes the writer.
@@ -120,12 +152,14 @@ impl<T> Sender<T> {
         end: SenderEnd,
         max_message: usize,
         deadline: Deadline,
+        metadata: Option<Arc<MetadataSlot>>,
     ) -> Self {
         let outbound = stream.map(|stream| {
             let outbound = Arc::new(Outbound {
                 state: Mutex::new(Queue::default()),
                 to_writer: tokio::sync::Notify::new(),
                 to_sender: tokio::sync::Notify::new(),
+                metadata,
             });
             let writer = Writer {
                 stream,
@@ -149,17 +183,20 @@ impl<T> Sender<T> {
         max_message: usize,
         deadline: Deadline,
     ) -> Self {
-        Self::start(Some(stream), SenderEnd::Caller, max_message, deadline)
+        Self::start(Some(stream), SenderEnd::Caller, max_message, deadline, None)
     }
 
+    /// A handler's sender, which sends the response headers in `metadata` (if any) before
+    /// its first item.
     pub(crate) fn handler(
         stream: quinn::SendStream,
         back: oneshot::Sender<quinn::SendStream>,
         max_message: usize,
         deadline: Deadline,
+        metadata: Option<Arc<MetadataSlot>>,
     ) -> Self {
         let end = SenderEnd::Handler(back);
-        Self::start(Some(stream), end, max_message, deadline)
+        Self::start(Some(stream), end, max_message, deadline, metadata)
     }
 
     /// Compresses its messages as `pack` asks.
@@ -170,7 +207,7 @@ impl<T> Sender<T> {
 
     /// A sender with no stream behind it: its first send fails with [`Error::Cancelled`].
     pub(crate) fn detached(max_message: usize, deadline: Deadline) -> Self {
-        Self::start(None, SenderEnd::Caller, max_message, deadline)
+        Self::start(None, SenderEnd::Caller, max_message, deadline, None)
     }
 }
 
@@ -209,6 +246,33 @@ impl<T: Serialize> Sender<T> {
                     Ok(())
                 })
                 .await?;
+        }
+    }
+
+    /// Sends a handler's response headers now, rather than with its first item: those set so
+    /// far with [`CallContext::set_header`](crate::CallContext::set_header), so that the
+    /// caller's [`Receiver::headers`](crate::Receiver::headers) completes before any item is ready. Headers set after
+    /// this are not sent.
+    ///
+    /// Does nothing if the headers have gone out already, if none were set, on the calling
+    /// side, and on a protocol version 1 connection. Fails with [`Error::MessageTooLarge`]
+    /// (sending nothing) if the headers break the node's header bounds, and with
+    /// [`Error::Cancelled`] once the receiver has gone away.
+    ///
+    /// ```no_run
+    /// # use dep2p_runtime::{CallContext, Error, Sender};
+    /// async fn watch(mut out: Sender<u64>) -> Result<(), Error> {
+    ///     let ctx = CallContext::current().expect("inside a handler");
+    ///     ctx.set_header("watching-since", "1700000000");
+    ///     out.send_headers()?;
+    ///     // ... the first event may take a while ...
+    ///     out.send(1).await
+    /// }
+    /// ```
+    pub fn send_headers(&mut self) -> Result<(), Error> {
+        match &self.outbound {
+            Some(outbound) => outbound.push_headers(),
+            None => Err(Error::Cancelled),
         }
     }
 

@@ -44,6 +44,10 @@ pub(crate) const TAG_CALL: u8 = 0x01;
 pub(crate) const TAG_ITEM: u8 = 0x02;
 pub(crate) const TAG_RESULT: u8 = 0x03;
 pub(crate) const TAG_STATUS: u8 = 0x04;
+/// Version 2: the callee's response metadata, before its first ITEM or final frame.
+pub(crate) const TAG_HEADERS: u8 = 0x05;
+/// Version 2: the callee's trailing metadata, right before its final frame.
+pub(crate) const TAG_TRAILERS: u8 = 0x06;
 
 /// Bytes before a frame's payload: a 4-byte big-endian length, then the tag.
 pub(crate) const FRAME_HEAD: usize = 5;

@@ -61,6 +61,34 @@ fn too_large(what: String) -> WireError {
     WireError::MessageTooLarge(format!("call header: {what}"))
 }
 
+/// Checks a metadata list against `limits`: its entries, each entry, and its encoded size.
+/// `what` names the list in the error.
+fn check_entries(
+    entries: &[(String, String)],
+    limits: &HeaderLimits,
+    what: &str,
+) -> Result<(), String> {
+    if entries.len() > limits.max_entries {
+        return Err(format!(
+            "{what}: {} metadata entries, the limit is {}",
+            entries.len(),
+            limits.max_entries
+        ));
+    }
+    if let Some((key, value)) = entries
+        .iter()
+        .find(|(k, v)| k.len() + v.len() > limits.max_entry)
+    {
+        return Err(format!(
+            "{what}: metadata entry `{}` of {} bytes, the limit is {}",
+            head(key),
+            key.len() + value.len(),
+            limits.max_entry
+        ));
+    }
+    Ok(())
+}
+
 impl CallHeader<'_> {
     /// Checks the header against `limits`; its encoded size if it keeps them.
     pub(crate) fn check(&self, limits: &HeaderLimits) -> Result<usize, WireError> {
@@ -187,6 +215,8 @@ struct Decoder<'a> {
     payload: &'a [u8],
     pos: usize,
     limits: &'a HeaderLimits,
+    /// What is decoded, for errors: "call header" or the metadata frame's name.
+    what: &'static str,
 }
 
 fn protocol(what: &str) -> WireError {
@@ -229,9 +259,9 @@ impl Decoder<'_> {
     fn within_size(&self, more: u64) -> Result<(), WireError> {
         let end = (self.pos as u64).saturating_add(more);
         if end > self.limits.max_size as u64 {
-            return Err(too_large(format!(
-                "longer than the limit of {} bytes",
-                self.limits.max_size
+            return Err(WireError::MessageTooLarge(format!(
+                "{}: longer than the limit of {} bytes",
+                self.what, self.limits.max_size
             )));
         }
         Ok(())
@@ -241,7 +271,11 @@ impl Decoder<'_> {
     fn len(&mut self, max: usize, over: impl Fn(u64) -> String) -> Result<usize, WireError> {
         let len = self.varint(64)?;
         if len > max as u64 {
-            return Err(too_large(over(len)));
+            return Err(WireError::MessageTooLarge(format!(
+                "{}: {}",
+                self.what,
+                over(len)
+            )));
         }
         self.within_size(len)?;
         Ok(len as usize)
@@ -268,6 +302,34 @@ impl Decoder<'_> {
         })
     }
 
+    /// A metadata list: the count, then each entry's key and value, every length checked
+    /// against its bound before the bytes it announces.
+    fn entries(&mut self) -> Result<Vec<(Span, Span)>, WireError> {
+        let limits = self.limits;
+        let count = self.varint(64)?;
+        if count > limits.max_entries as u64 {
+            return Err(WireError::MessageTooLarge(format!(
+                "{}: {count} metadata entries, the limit is {}",
+                self.what, limits.max_entries
+            )));
+        }
+        // Within bounds: at most `max_entries` spans.
+        let mut metadata = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let max = limits.max_entry;
+            let over = |len: u64| format!("metadata entry {i} of {len} bytes, the limit is {max}");
+            let key_len = self.len(max, over)?;
+            let key = self.text(key_len)?;
+            let value_len = self.len(max - key_len, |len| {
+                over(len.saturating_add(key_len as u64))
+            })?;
+            let value = self.text(value_len)?;
+            metadata.push((key, value));
+        }
+        self.within_size(0)?;
+        Ok(metadata)
+    }
+
     /// A name of at most [`MAX_NAME`] bytes.
     fn name(&mut self, what: &str) -> Result<Span, WireError> {
         let len = self.len(MAX_NAME, |len| {
@@ -292,6 +354,7 @@ pub(crate) fn decode_call(
         payload,
         pos: 0,
         limits,
+        what: "call header",
     };
     let service = d.name("service")?;
     let method = d.name("method")?;
@@ -309,27 +372,7 @@ pub(crate) fn decode_call(
         _ => return Err(protocol("timeout is neither none nor some")),
     };
     d.within_size(0)?;
-    let count = d.varint(64)?;
-    if count > limits.max_entries as u64 {
-        return Err(too_large(format!(
-            "{count} metadata entries, the limit is {}",
-            limits.max_entries
-        )));
-    }
-    // Within bounds: at most `max_entries` spans.
-    let mut metadata = Vec::with_capacity(count as usize);
-    for i in 0..count {
-        let max = limits.max_entry;
-        let over = |len: u64| format!("metadata entry {i} of {len} bytes, the limit is {max}");
-        let key_len = d.len(max, over)?;
-        let key = d.text(key_len)?;
-        let value_len = d.len(max - key_len, |len| {
-            over(len.saturating_add(key_len as u64))
-        })?;
-        let value = d.text(value_len)?;
-        metadata.push((key, value));
-    }
-    d.within_size(0)?;
+    let metadata = d.entries()?;
     let end = d.pos;
     let header = IncomingHeader {
         bytes: payload.slice(..end),
@@ -340,6 +383,57 @@ pub(crate) fn decode_call(
         metadata,
     };
     Ok((header, payload.slice(end..)))
+}
+
+/// Encodes a HEADERS or TRAILERS frame (`docs/PROTOCOL.md`, section 5) of `entries`. Fails,
+/// before allocating, if the list breaks one of `limits`; `what` names it in the error.
+pub(crate) fn encode_metadata(
+    tag: u8,
+    entries: &[(String, String)],
+    limits: &HeaderLimits,
+    what: &str,
+) -> Result<Bytes, WireError> {
+    check_entries(entries, limits, what).map_err(WireError::MessageTooLarge)?;
+    super::encode(tag, entries, limits.max_size).map_err(|err| match err {
+        WireError::MessageTooLarge(m) => WireError::MessageTooLarge(format!("{what}: {m}")),
+        other => other,
+    })
+}
+
+/// Decodes the payload of a HEADERS or TRAILERS frame, checking each count and length against
+/// its bound in `limits` before reading past it; `what` names the frame in errors. A bound
+/// broken is [`WireError::MessageTooLarge`]; a list that does not decode, or bytes after it,
+/// [`WireError::Protocol`].
+pub(crate) fn decode_metadata(
+    payload: &[u8],
+    limits: &HeaderLimits,
+    what: &'static str,
+) -> Result<Vec<(String, String)>, WireError> {
+    let mut d = Decoder {
+        payload,
+        pos: 0,
+        limits,
+        what,
+    };
+    let undecodable = |err| match err {
+        WireError::Protocol(m) => WireError::Protocol(m.replace("call header", what)),
+        other => other,
+    };
+    let spans = d.entries().map_err(undecodable)?;
+    if d.pos != payload.len() {
+        return Err(WireError::Protocol(format!(
+            "{} bytes after the {what}",
+            payload.len() - d.pos
+        )));
+    }
+    let text = |span: Span| {
+        // Checked to be UTF-8, and within the payload, by `entries`.
+        let bytes = payload
+            .get(span.start as usize..span.end as usize)
+            .unwrap_or_default();
+        String::from_utf8_lossy(bytes).into_owned()
+    };
+    Ok(spans.into_iter().map(|(k, v)| (text(k), text(v))).collect())
 }
 
 #[cfg(test)]

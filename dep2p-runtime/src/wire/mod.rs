@@ -15,5 +15,7 @@ pub(crate) use error::WireError;
 pub(crate) use frame::*;
 pub use frame::{Kind, ALPN, ALPN_V1};
 pub(crate) use header::MAX_NAME;
-pub(crate) use header::{decode_call, CallHeader, HeaderLimits, IncomingHeader};
+pub(crate) use header::{
+    decode_call, decode_metadata, encode_metadata, CallHeader, HeaderLimits, IncomingHeader,
+};
 pub(crate) use reader::FrameReader;

@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::budget::{hold, Budget, Room, SMALL_FRAME};
 use super::compress::{self, PACKED, TAG_ITEM_PACKED, TAG_RESULT_PACKED};
-use super::{WireError, FRAME_HEAD, STREAM_CANCELLED};
+use super::{HeaderLimits, WireError, FRAME_HEAD, STREAM_CANCELLED, TAG_HEADERS, TAG_TRAILERS};
 
 /// The most a frame reader sets aside ahead of the bytes that have arrived, for a frame that
 /// takes no room from the budgets.
@@ -42,6 +42,9 @@ pub(crate) struct FrameReader {
     unpack: bool,
     /// The frame at the front, decompressed: its plain tag and its message.
     unpacked: Option<(u8, Bytes)>,
+    /// The bounds of HEADERS and TRAILERS frames, on a connection that speaks version 2; on a
+    /// version 1 connection, `None`: those frames are protocol violations there.
+    metadata: Option<HeaderLimits>,
 }
 
 /// The room of the frame at the front of a reader's buffer.
@@ -77,7 +80,19 @@ impl FrameReader {
             read_min: FIRST_READ,
             unpack: false,
             unpacked: None,
+            metadata: None,
         }
+    }
+
+    /// Accepts HEADERS and TRAILERS frames within `limits` (a version 2 connection).
+    pub(crate) fn with_metadata(mut self, limits: HeaderLimits) -> Self {
+        self.metadata = Some(limits);
+        self
+    }
+
+    /// The bounds of metadata frames, if the connection carries them (version 2).
+    pub(crate) fn metadata_limits(&self) -> Option<&HeaderLimits> {
+        self.metadata.as_ref()
     }
 
     /// Decompresses compressed ITEM and RESULT frames if `on` (on protocol version 2
@@ -278,6 +293,24 @@ impl FrameReader {
                         self.max_message
                     ));
                     return Poll::Ready(Err(self.fail(err)));
+                }
+                // A metadata frame is bounded by the header bounds, far below the message
+                // limit: refused on its length, before its bytes are read.
+                if let (Some(&tag @ (TAG_HEADERS | TAG_TRAILERS)), Some(limits)) =
+                    (self.buf.get(4), &self.metadata)
+                {
+                    if payload > limits.max_size {
+                        let name = if tag == TAG_HEADERS {
+                            "HEADERS"
+                        } else {
+                            "TRAILERS"
+                        };
+                        let err = WireError::MessageTooLarge(format!(
+                            "{name} frame of {payload} bytes announced, the limit is {}",
+                            limits.max_size
+                        ));
+                        return Poll::Ready(Err(self.fail(err)));
+                    }
                 }
                 wanted = FRAME_HEAD + payload;
                 // Taken once, before reading on: a compressed frame never holds room while

@@ -17,6 +17,8 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
+use crate::intercept::{CallInfo, ClientLayers, Metadata};
+use crate::outcome::Outcome;
 use crate::stream::{self, Receiver, Response, Sender};
 use crate::target::{Retries, Target};
 use crate::trace;
@@ -129,6 +131,98 @@ impl<K, A> Call<K, A> {
             peer = tracing::field::Empty,
         )
     }
+}
+
+impl<K, A> Call<K, A> {
+    /// Runs the `before` hooks of the client layers of the call's node and target; gives
+    /// what runs their `after` hooks, if there are any. A hook that fails the call fails it
+    /// here, after the `after` hooks of the layers whose `before` ran.
+    fn intercept(&mut self, kind: Kind) -> Result<Option<Observer>, Error> {
+        let node = &self.target.config().client_layers;
+        let own = self.target.layers();
+        if node.is_empty() && own.is_empty() {
+            return Ok(None);
+        }
+        let observer = Observer {
+            node: node.clone(),
+            own: own.clone(),
+            info: CallInfo {
+                service: self.service,
+                method: self.method,
+                kind,
+                peer: self.target.as_connection().map(Connection::remote_id),
+                timeout: self.timeout,
+            },
+            started: Instant::now(),
+            ran: 0,
+        };
+        let mut observer = observer;
+        let mut failed = None;
+        let layers = observer.node.as_slice().iter();
+        for layer in layers.chain(observer.own.as_slice()) {
+            let mut metadata = Metadata::new(&mut self.metadata);
+            if let Err(err) = layer.before(&observer.info, &mut metadata) {
+                failed = Some(err);
+                break;
+            }
+            observer.ran += 1;
+        }
+        match failed {
+            None => Ok(Some(observer)),
+            Some(err) => {
+                observer.finish(Outcome::Failed(err.clone()));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Runs the `after` hooks of a call's client layers once the call has ended; with
+/// [`Error::Cancelled`] if it is dropped before.
+struct Observer {
+    node: ClientLayers,
+    own: ClientLayers,
+    info: CallInfo,
+    started: Instant,
+    /// How many layers ran `before`: those whose `after` runs, in reverse.
+    ran: usize,
+}
+
+impl Observer {
+    fn finish(&mut self, outcome: Outcome) {
+        let elapsed = self.started.elapsed();
+        let ran = std::mem::take(&mut self.ran);
+        let (node, own) = (self.node.as_slice(), self.own.as_slice());
+        let own = &own[..ran.saturating_sub(node.len()).min(own.len())];
+        let node = &node[..ran.min(node.len())];
+        for layer in own.iter().rev().chain(node.iter().rev()) {
+            layer.after(&self.info, &outcome, elapsed);
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if self.ran > 0 {
+            self.finish(Outcome::Failed(Error::Cancelled));
+        }
+    }
+}
+
+/// Runs `fut`, then the `after` hooks of `observer` with its outcome.
+async fn observed<T>(
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(mut observer) = observer else {
+        return fut.await;
+    };
+    let result = fut.await;
+    observer.finish(match &result {
+        Ok(_) => Outcome::Ok,
+        Err(err) => Outcome::Failed(err.clone()),
+    });
+    result
 }
 
 /// Records the peer of the call being made in its span.
@@ -518,13 +612,19 @@ where
     type Output = Result<R, Error>;
     type IntoFuture = CallResult<R>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Unary);
-        Box::pin(trace::called(span, async move {
-            let deadline = self.deadline(Some(self.target.config().request_timeout));
-            // One timer for the whole call: it waits for an answer, however long the handler
-            // takes within the deadline.
-            deadline
+        let observer = match self.intercept(Kind::Unary) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        Box::pin(trace::called(
+            span,
+            observed(observer, async move {
+                let deadline = self.deadline(Some(self.target.config().request_timeout));
+                // One timer for the whole call: it waits for an answer, however long the handler
+                // takes within the deadline.
+                deadline
                 .answer(async move {
                     // `started` lives until the answer is read: its connection handle keeps a
                     // dialed connection open for the call.
@@ -585,7 +685,8 @@ where
                     }
                 })
                 .await
-        }))
+            }),
+        ))
     }
 }
 
@@ -596,25 +697,32 @@ where
     type Output = Result<(), Error>;
     type IntoFuture = CallResult<()>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Notify);
-        Box::pin(trace::called(span, async move {
-            let config = self.target.config();
-            let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
-            let started = self.open(Kind::Notify, Some(default)).await?;
-            record_peer(&started.call.conn);
-            // A connection this node dialed closes once nothing uses it: the notification keeps
-            // it open until the peer has it.
-            let hold = started
-                .call
-                .conn
-                .is_dialed()
-                .then(|| started.call.conn.hold());
-            if let Some(hold) = hold {
-                deliver(started.send, hold, idle);
-            }
-            Ok(())
-        }))
+        let observer = match self.intercept(Kind::Notify) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        Box::pin(trace::called(
+            span,
+            observed(observer, async move {
+                let config = self.target.config();
+                let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+                let started = self.open(Kind::Notify, Some(default)).await?;
+                record_peer(&started.call.conn);
+                // A connection this node dialed closes once nothing uses it: the notification keeps
+                // it open until the peer has it.
+                let hold = started
+                    .call
+                    .conn
+                    .is_dialed()
+                    .then(|| started.call.conn.hold());
+                if let Some(hold) = hold {
+                    deliver(started.send, hold, idle);
+                }
+                Ok(())
+            }),
+        ))
     }
 }
 
@@ -637,16 +745,23 @@ where
     type Output = Result<(Receiver<T>, Response<R>), Error>;
     type IntoFuture = CallResult<(Receiver<T>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ServerStream);
-        Box::pin(trace::called(span, async move {
-            let started = self.open(Kind::ServerStream, None).await?;
-            record_peer(&started.call.conn);
-            let hold = started.call.conn.hold();
-            let deadline = started.deadline;
-            let (_send, reader) = started.halves()?;
-            Ok(Receiver::with_response(reader, deadline, hold))
-        }))
+        let observer = match self.intercept(Kind::ServerStream) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        Box::pin(trace::called(
+            span,
+            observed(observer, async move {
+                let started = self.open(Kind::ServerStream, None).await?;
+                record_peer(&started.call.conn);
+                let hold = started.call.conn.hold();
+                let deadline = started.deadline;
+                let (_send, reader) = started.halves()?;
+                Ok(Receiver::with_response(reader, deadline, hold))
+            }),
+        ))
     }
 }
 
@@ -659,16 +774,23 @@ where
     type Output = Result<(Sender<T>, Response<R>), Error>;
     type IntoFuture = CallResult<(Sender<T>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ClientStream);
-        Box::pin(trace::called(span, async move {
-            let started = self.open(Kind::ClientStream, None).await?;
-            record_peer(&started.call.conn);
-            let hold = started.call.conn.hold();
-            let (sender, reader, deadline) = started.into_sender()?;
-            let response = Response::from_reader(reader, deadline, hold);
-            Ok((sender, response))
-        }))
+        let observer = match self.intercept(Kind::ClientStream) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        Box::pin(trace::called(
+            span,
+            observed(observer, async move {
+                let started = self.open(Kind::ClientStream, None).await?;
+                record_peer(&started.call.conn);
+                let hold = started.call.conn.hold();
+                let (sender, reader, deadline) = started.into_sender()?;
+                let response = Response::from_reader(reader, deadline, hold);
+                Ok((sender, response))
+            }),
+        ))
     }
 }
 
@@ -682,15 +804,22 @@ where
     type Output = Result<(Sender<I>, Receiver<O>, Response<R>), Error>;
     type IntoFuture = CallResult<(Sender<I>, Receiver<O>, Response<R>)>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Bidi);
-        Box::pin(trace::called(span, async move {
-            let started = self.open(Kind::Bidi, None).await?;
-            record_peer(&started.call.conn);
-            let hold = started.call.conn.hold();
-            let (sender, reader, deadline) = started.into_sender()?;
-            let (receiver, response) = Receiver::with_response(reader, deadline, hold);
-            Ok((sender, receiver, response))
-        }))
+        let observer = match self.intercept(Kind::Bidi) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        Box::pin(trace::called(
+            span,
+            observed(observer, async move {
+                let started = self.open(Kind::Bidi, None).await?;
+                record_peer(&started.call.conn);
+                let hold = started.call.conn.hold();
+                let (sender, reader, deadline) = started.into_sender()?;
+                let (receiver, response) = Receiver::with_response(reader, deadline, hold);
+                Ok((sender, receiver, response))
+            }),
+        ))
     }
 }

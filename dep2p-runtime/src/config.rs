@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::intercept::ClientLayers;
 use crate::wire::{HeaderLimits, FRAME_HEAD};
 
 /// Default flow-control window of one stream. Large enough that one stream carries bulk data
@@ -74,6 +75,8 @@ pub(crate) struct Config {
     /// Addresses other nodes reach this one at, listed first in its `NodeAddr`.
     /// Default: none.
     pub(crate) advertise: Vec<std::net::SocketAddr>,
+    /// Hooks run around every call this node makes. Default: none.
+    pub(crate) client_layers: ClientLayers,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             max_call_deadline: None,
             send_panic_messages: false,
             advertise: Vec::new(),
+            client_layers: ClientLayers::default(),
         }
     }
 }

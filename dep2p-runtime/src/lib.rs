@@ -49,10 +49,12 @@ mod wire;
 mod addr;
 mod error;
 mod id;
+mod outcome;
 
 mod config;
 mod gate;
 mod identity;
+mod intercept;
 mod key_file;
 mod tls;
 
@@ -68,6 +70,7 @@ mod call;
 mod context;
 mod dispatch;
 mod incoming;
+mod layer;
 mod service;
 mod target;
 mod trace;
@@ -75,6 +78,8 @@ mod trace;
 mod node;
 
 mod balance;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod peer;
 mod retry;
 
@@ -93,7 +98,10 @@ pub use error::Error;
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
+pub use intercept::{CallInfo, ClientLayer, Metadata};
+pub use layer::{Handler, InfallibleCall, Layered};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
+pub use outcome::Outcome;
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;
 pub use service::Service;
@@ -103,6 +111,12 @@ pub use wire::{Kind, ALPN};
 
 /// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
 pub use quinn;
+
+/// tower's `Layer` trait, which server-side layers implement (see [`Layered`]).
+pub use tower_layer;
+/// tower's `Service` trait, which the services of server-side layers implement (see
+/// [`Layered`]).
+pub use tower_service;
 
 /// Turns a trait into a typed client and server. See the crate's README for the full
 /// description of what it accepts and generates.

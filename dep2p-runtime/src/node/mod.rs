@@ -31,6 +31,7 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::id::NodeId;
 use crate::identity::SecretKey;
+use crate::layer::NodeLayers;
 use crate::service::{Service, Services};
 use crate::shared::Shared;
 use crate::tls::{self, ExpectedPeer};
@@ -75,6 +76,8 @@ struct NodeInner {
     transports: Transports,
     shared: Arc<Shared>,
     services: Arc<Services>,
+    /// The layers every service is served through.
+    layers: NodeLayers,
     /// The live connection to each peer, dials in progress and connection events.
     registry: Arc<Registry>,
 }
@@ -108,6 +111,7 @@ impl Node {
         config: Config,
         key: SecretKey,
         services: Vec<Arc<dyn Service>>,
+        layers: NodeLayers,
         addr: SocketAddr,
         gate: Option<Gate>,
     ) -> Result<Node, Error> {
@@ -146,7 +150,7 @@ impl Node {
         let admission = Admission::new(&config);
         let services_registry = Arc::new(Services::default());
         for service in services {
-            services_registry.add(service);
+            services_registry.add(layers.wrap(service));
         }
         let connections = Registry::new(key.public());
         // Calls reach their node through a weak pointer, which a handler may upgrade.
@@ -170,6 +174,7 @@ impl Node {
                 transports,
                 shared,
                 services: services_registry,
+                layers,
                 registry: connections,
             }
         });
@@ -196,10 +201,11 @@ impl Node {
         self.inner.local_addr
     }
 
-    /// Serves `service` on every connection, current and future. A service of the same name
-    /// is replaced.
+    /// Serves `service` on every connection, current and future, through the node's layers
+    /// ([`NodeBuilder::layer`]). A service of the same name is replaced.
     pub fn serve(&self, service: impl Service) {
-        self.inner.services.add(Arc::new(service));
+        let service = self.inner.layers.wrap(Arc::new(service));
+        self.inner.services.add(service);
     }
 
     /// Connects to the node `id` at `addr`, or returns the live connection to it.

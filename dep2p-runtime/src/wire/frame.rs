@@ -74,6 +74,7 @@ pub(crate) enum StatusCode {
     Overloaded = 9,
     Protocol = 10,
     IdleTimeout = 11,
+    PermissionDenied = 12,
 }
 
 impl StatusCode {
@@ -90,6 +91,7 @@ impl StatusCode {
             9 => StatusCode::Overloaded,
             10 => StatusCode::Protocol,
             11 => StatusCode::IdleTimeout,
+            12 => StatusCode::PermissionDenied,
             _ => return None,
         })
     }

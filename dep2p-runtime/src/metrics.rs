@@ -9,9 +9,10 @@
 //! | `dep2p_call_duration_seconds` | histogram | `side`, `service`, `method`, `kind` |
 //! | `dep2p_calls_in_flight` | gauge | `side`, `service` |
 //!
-//! `side` is `"server"` or `"client"`; `kind` the method's [`Kind::name`]; `outcome` the
-//! [`Outcome::name`]. On the server, the names come from the caller: a call to a method the
-//! service does not have is counted under `method="(unknown)"`, so a peer cannot make the
+//! `side` is `"server"` or `"client"`; `kind` the method's [`Kind::name`]
+//! (`"request-response"`, `"notification"`, ...); `outcome` the [`Outcome::name`]. On the
+//! server, the names come from the caller: a call to a method the service does not have is
+//! counted under `method="(unknown)"`, so a peer cannot make the
 //! node keep a series per name it invents (calls to unknown services reach no layer).
 
 use std::convert::Infallible;

@@ -48,7 +48,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn name(self) -> &'static str {
+    /// The kind's name, as logs and metrics label it: `"request-response"`, `"notification"`,
+    /// `"server-streaming"`, `"client-streaming"` or `"bidirectional-streaming"`.
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Unary => "request-response",
             Kind::Notify => "notification",

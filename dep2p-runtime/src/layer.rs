@@ -7,7 +7,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
@@ -75,7 +75,7 @@ impl Future for InfallibleCall {
 /// error from the call drops the call, whose caller gets [`Error::HandlerFailed`].
 ///
 /// Each call clones the layer's service, as tower expects of a shared service: keep it
-/// cheap to clone (share state through an `Arc`).
+/// cheap to clone (share state through an `Arc`). It need not be `Sync`.
 ///
 /// Layers compose like tower's `ServiceBuilder`, outermost first; a node's own layers
 /// ([`NodeBuilder::layer`](crate::NodeBuilder::layer)) are outside those of a service.
@@ -111,7 +111,8 @@ impl Future for InfallibleCall {
 /// ```
 pub struct Layered<S> {
     name: String,
-    service: S,
+    /// Behind a lock, only to clone it: tower services need not be `Sync`.
+    service: Mutex<S>,
 }
 
 impl<S> fmt::Debug for Layered<S> {
@@ -138,14 +139,14 @@ impl<S> Layered<S> {
     {
         Layered {
             name: service.name().to_string(),
-            service: layer.layer(Handler { service }),
+            service: Mutex::new(layer.layer(Handler { service })),
         }
     }
 }
 
 impl<S> Service for Layered<S>
 where
-    S: tower_service::Service<IncomingCall, Response = Outcome> + Clone + Send + Sync + 'static,
+    S: tower_service::Service<IncomingCall, Response = Outcome> + Clone + Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: Send + 'static,
 {
@@ -154,7 +155,11 @@ where
     }
 
     fn call(&self, call: IncomingCall) -> CallFuture {
-        let mut service = self.service.clone();
+        let mut service = self
+            .service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Box::pin(async move {
             let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
             if let Err(err) = ready.map_err(error_text) {

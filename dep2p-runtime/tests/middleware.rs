@@ -558,3 +558,33 @@ async fn service_layers_apply_to_their_service_and_node_layers_to_all() {
         ]
     );
 }
+
+#[tokio::test]
+async fn tower_layers_compose_with_service_builder() {
+    let log = Log::default();
+    // tower's own concurrency limit between two of ours, as one stack.
+    let stack = tower::ServiceBuilder::new()
+        .layer(Record::new("outer", &log))
+        .concurrency_limit(4)
+        .layer(Record::new("inner", &log));
+    let server =
+        bind(Node::builder().serve(Layered::new(GuardedServer::new(Impl::default()), stack))).await;
+    let client = bind(Node::builder()).await;
+    let guarded = GuardedClient::new(connect(&client, &server).await);
+    assert_eq!(guarded.echo("x".into()).await.unwrap(), "x");
+    for _ in 0..100 {
+        if log.lock().unwrap().len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        *log.lock().unwrap(),
+        [
+            "outer before echo",
+            "inner before echo",
+            "inner after echo ok",
+            "outer after echo ok",
+        ]
+    );
+}

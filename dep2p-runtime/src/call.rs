@@ -225,6 +225,55 @@ async fn observed<T>(
     result
 }
 
+/// What awaiting a streaming call gives: the handles of an open call, whose [`Response`]
+/// ends it.
+trait Opened {
+    /// The same handles, the response running `observer`'s `after` hooks at the call's end.
+    fn observed(self, observer: Observer) -> Self;
+}
+
+/// A response that runs `observer`'s `after` hooks with the call's result, or with
+/// [`Error::Cancelled`] if it is dropped first.
+fn observe_response<R: Send + 'static>(response: Response<R>, observer: Observer) -> Response<R> {
+    response.wrap(|fut| observed(Some(observer), fut))
+}
+
+impl<T, R: Send + 'static> Opened for (Receiver<T>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, observe_response(self.1, observer))
+    }
+}
+
+impl<T, R: Send + 'static> Opened for (Sender<T>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, observe_response(self.1, observer))
+    }
+}
+
+impl<I, O, R: Send + 'static> Opened for (Sender<I>, Receiver<O>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, self.1, observe_response(self.2, observer))
+    }
+}
+
+/// Runs the opening of a streaming call; once open, its response carries `observer` to the
+/// call's end. A call that fails to open ends there.
+async fn observed_stream<T: Opened>(
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(mut observer) = observer else {
+        return fut.await;
+    };
+    match fut.await {
+        Ok(opened) => Ok(opened.observed(observer)),
+        Err(err) => {
+            observer.finish(Outcome::Failed(err.clone()));
+            Err(err)
+        }
+    }
+}
+
 /// Records the peer of the call being made in its span.
 fn record_peer(conn: &Connection) {
     let span = tracing::Span::current();
@@ -753,7 +802,7 @@ where
         };
         Box::pin(trace::called(
             span,
-            observed(observer, async move {
+            observed_stream(observer, async move {
                 let started = self.open(Kind::ServerStream, None).await?;
                 record_peer(&started.call.conn);
                 let hold = started.call.conn.hold();
@@ -782,7 +831,7 @@ where
         };
         Box::pin(trace::called(
             span,
-            observed(observer, async move {
+            observed_stream(observer, async move {
                 let started = self.open(Kind::ClientStream, None).await?;
                 record_peer(&started.call.conn);
                 let hold = started.call.conn.hold();
@@ -812,7 +861,7 @@ where
         };
         Box::pin(trace::called(
             span,
-            observed(observer, async move {
+            observed_stream(observer, async move {
                 let started = self.open(Kind::Bidi, None).await?;
                 record_peer(&started.call.conn);
                 let hold = started.call.conn.hold();

@@ -20,11 +20,11 @@ use crate::wire::Kind;
 /// # When `after` runs
 ///
 /// For a request-response call, once the result (or the error) is in; for a notification,
-/// once it is handed to QUIC; for the streaming kinds, once the stream is open and the
-/// caller has its `Sender`/`Receiver` (the final `Response` is not observed here — the
-/// server's layers see the call's end). A call dropped before that ends with
-/// [`Outcome::Failed`]`(`[`Error::Cancelled`]`)`. A call `before` failed is not reported to
-/// `after`, nor are the layers after the one that failed it asked.
+/// once it is handed to QUIC; for the streaming kinds, when the call's
+/// [`Response`](crate::Response) completes (or, if the call fails to open, then). A call
+/// (or a streaming call's `Response`) dropped before that ends with
+/// [`Outcome::Failed`]`(`[`Error::Cancelled`]`)`. When a layer's `before` fails a call, the
+/// layers after it are not asked, and those before it see the failure in `after`.
 ///
 /// # Example
 ///

@@ -447,6 +447,25 @@ async fn a_client_layer_adds_metadata_observes_outcomes_and_can_fail_calls() {
         Outcome::Failed(Error::PermissionDenied(_))
     ));
 
+    // A streaming call ends with its response, not when it opens.
+    let (rx, response) = guarded.count(3).await.unwrap();
+    assert!(outcomes.try_recv().is_err());
+    assert_eq!(rx.map(Result::unwrap).collect::<Vec<_>>().await, [0, 1, 2]);
+    assert_eq!(response.await.unwrap(), 3);
+    let (method, outcome) = outcomes.recv().await.unwrap();
+    assert_eq!(method, "count");
+    assert!(matches!(outcome, Outcome::Ok), "{outcome:?}");
+    // Dropping its response cancels it.
+    let (items, response) = guarded.sum().await.unwrap();
+    drop(response);
+    drop(items);
+    let (method, outcome) = outcomes.recv().await.unwrap();
+    assert_eq!(method, "sum");
+    assert!(
+        matches!(outcome, Outcome::Failed(Error::Cancelled)),
+        "{outcome:?}"
+    );
+
     // A call dropped before it ends.
     let call = guarded.sleep(10_000).into_future();
     let _ = tokio::time::timeout(Duration::from_millis(50), call).await;

@@ -355,6 +355,21 @@ pub(crate) async fn read_result<R: DeserializeOwned>(reader: &mut FrameReader) -
     result
 }
 
+impl<R: 'static> Response<R> {
+    /// This response, completing as `wrap` of its future does.
+    pub(crate) fn wrap<F>(self, wrap: impl FnOnce(ResponseFuture<R>) -> F) -> Self
+    where
+        F: Future<Output = Result<R, Error>> + Send + 'static,
+    {
+        Response {
+            fut: Box::pin(wrap(self.fut)),
+        }
+    }
+}
+
+/// The future inside a [`Response`].
+pub(crate) type ResponseFuture<R> = Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>;
+
 impl<R> Future for Response<R> {
     type Output = Result<R, Error>;
 

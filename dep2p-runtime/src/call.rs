@@ -274,6 +274,24 @@ async fn observed_stream<T: Opened>(
     }
 }
 
+/// An outgoing call's future: `fut` in the call's span, observed by its client layers.
+fn traced<T: Send + 'static>(
+    span: tracing::Span,
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> CallResult<T> {
+    Box::pin(trace::called(span, observed(observer, fut)))
+}
+
+/// [`traced`] for a streaming call, observed until its response completes.
+fn traced_stream<T: Opened + Send + 'static>(
+    span: tracing::Span,
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> CallResult<T> {
+    Box::pin(trace::called(span, observed_stream(observer, fut)))
+}
+
 /// Records the peer of the call being made in its span.
 fn record_peer(conn: &Connection) {
     let span = tracing::Span::current();
@@ -667,13 +685,11 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        Box::pin(trace::called(
-            span,
-            observed(observer, async move {
-                let deadline = self.deadline(Some(self.target.config().request_timeout));
-                // One timer for the whole call: it waits for an answer, however long the handler
-                // takes within the deadline.
-                deadline
+        traced(span, observer, async move {
+            let deadline = self.deadline(Some(self.target.config().request_timeout));
+            // One timer for the whole call: it waits for an answer, however long the handler
+            // takes within the deadline.
+            deadline
                 .answer(async move {
                     // `started` lives until the answer is read: its connection handle keeps a
                     // dialed connection open for the call.
@@ -734,8 +750,7 @@ where
                     }
                 })
                 .await
-            }),
-        ))
+        })
     }
 }
 
@@ -752,26 +767,23 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        Box::pin(trace::called(
-            span,
-            observed(observer, async move {
-                let config = self.target.config();
-                let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
-                let started = self.open(Kind::Notify, Some(default)).await?;
-                record_peer(&started.call.conn);
-                // A connection this node dialed closes once nothing uses it: the notification keeps
-                // it open until the peer has it.
-                let hold = started
-                    .call
-                    .conn
-                    .is_dialed()
-                    .then(|| started.call.conn.hold());
-                if let Some(hold) = hold {
-                    deliver(started.send, hold, idle);
-                }
-                Ok(())
-            }),
-        ))
+        traced(span, observer, async move {
+            let config = self.target.config();
+            let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+            let started = self.open(Kind::Notify, Some(default)).await?;
+            record_peer(&started.call.conn);
+            // A connection this node dialed closes once nothing uses it: the notification keeps
+            // it open until the peer has it.
+            let hold = started
+                .call
+                .conn
+                .is_dialed()
+                .then(|| started.call.conn.hold());
+            if let Some(hold) = hold {
+                deliver(started.send, hold, idle);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -800,17 +812,14 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        Box::pin(trace::called(
-            span,
-            observed_stream(observer, async move {
-                let started = self.open(Kind::ServerStream, None).await?;
-                record_peer(&started.call.conn);
-                let hold = started.call.conn.hold();
-                let deadline = started.deadline;
-                let (_send, reader) = started.halves()?;
-                Ok(Receiver::with_response(reader, deadline, hold))
-            }),
-        ))
+        traced_stream(span, observer, async move {
+            let started = self.open(Kind::ServerStream, None).await?;
+            record_peer(&started.call.conn);
+            let hold = started.call.conn.hold();
+            let deadline = started.deadline;
+            let (_send, reader) = started.halves()?;
+            Ok(Receiver::with_response(reader, deadline, hold))
+        })
     }
 }
 
@@ -829,17 +838,14 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        Box::pin(trace::called(
-            span,
-            observed_stream(observer, async move {
-                let started = self.open(Kind::ClientStream, None).await?;
-                record_peer(&started.call.conn);
-                let hold = started.call.conn.hold();
-                let (sender, reader, deadline) = started.into_sender()?;
-                let response = Response::from_reader(reader, deadline, hold);
-                Ok((sender, response))
-            }),
-        ))
+        traced_stream(span, observer, async move {
+            let started = self.open(Kind::ClientStream, None).await?;
+            record_peer(&started.call.conn);
+            let hold = started.call.conn.hold();
+            let (sender, reader, deadline) = started.into_sender()?;
+            let response = Response::from_reader(reader, deadline, hold);
+            Ok((sender, response))
+        })
     }
 }
 
@@ -859,16 +865,13 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        Box::pin(trace::called(
-            span,
-            observed_stream(observer, async move {
-                let started = self.open(Kind::Bidi, None).await?;
-                record_peer(&started.call.conn);
-                let hold = started.call.conn.hold();
-                let (sender, reader, deadline) = started.into_sender()?;
-                let (receiver, response) = Receiver::with_response(reader, deadline, hold);
-                Ok((sender, receiver, response))
-            }),
-        ))
+        traced_stream(span, observer, async move {
+            let started = self.open(Kind::Bidi, None).await?;
+            record_peer(&started.call.conn);
+            let hold = started.call.conn.hold();
+            let (sender, reader, deadline) = started.into_sender()?;
+            let (receiver, response) = Receiver::with_response(reader, deadline, hold);
+            Ok((sender, receiver, response))
+        })
     }
 }

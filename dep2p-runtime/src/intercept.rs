@@ -24,7 +24,9 @@ use crate::wire::Kind;
 /// [`Response`](crate::Response) completes (or, if the call fails to open, then). A call
 /// (or a streaming call's `Response`) dropped before that ends with
 /// [`Outcome::Failed`]`(`[`Error::Cancelled`]`)`. When a layer's `before` fails a call, the
-/// layers after it are not asked, and those before it see the failure in `after`.
+/// layers after it are not asked, and those before it see the failure in `after`. A
+/// request-response call retried through a [`Peer`](crate::Peer) is one call to its layers:
+/// `before` runs once, and its metadata goes with every attempt.
 ///
 /// # Example
 ///

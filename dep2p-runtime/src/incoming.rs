@@ -262,9 +262,10 @@ impl IncomingCall {
 
     /// Answers the call with `err`'s status instead of serving it: what a server-side layer
     /// does to refuse a call (an unauthenticated caller, a rate limit). The caller's call
-    /// fails with `err` (as the caller's side decodes it: see the README's table of
-    /// statuses); the handler never runs. The future resolves to
-    /// [`Outcome::Failed`]`(err)` once the status is on its way.
+    /// fails with `err`, as its status carries it (`docs/PROTOCOL.md`, section 8: errors
+    /// without a status of their own arrive as [`Error::HandlerFailed`]); the handler never
+    /// runs. The future resolves to [`Outcome::Failed`]`(err)` once the status is on its
+    /// way. A notification's sender learns nothing of it.
     ///
     /// ```
     /// use dep2p_runtime::{CallFuture, Error, IncomingCall};

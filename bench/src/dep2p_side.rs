@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dep2p_runtime::{service, Connection, Node, NodeId, Receiver, Sender};
+use dep2p_runtime::{service, ClientLayer, Connection, Node, NodeId, Receiver, Sender};
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_bytes::ByteBuf;
 use tokio::task::JoinHandle;
@@ -95,14 +95,26 @@ impl Bench for Handlers {
     }
 }
 
+/// A client layer that does nothing: what the hooks cost by themselves.
+struct NoopLayer;
+
+impl ClientLayer for NoopLayer {}
+
 /// Binds the benchmark server; `limit` raises the concurrent calls and streams allowed per
-/// connection. Returns the node (which must be kept) and its id.
+/// connection; `layered` serves through one no-op layer. Returns the node (which must be
+/// kept) and its id.
 pub(crate) async fn serve(
     addr: SocketAddr,
     limit: Option<u32>,
     state: Arc<ServerState>,
+    layered: bool,
 ) -> (Node, SocketAddr, String) {
     let mut builder = Node::builder().serve(BenchServer::new(Handlers { state }));
+    if layered {
+        // A pass-through layer: each call goes through a layered service, not its handler
+        // directly.
+        builder = builder.layer(dep2p_runtime::tower_layer::Identity::new());
+    }
     if let Some(limit) = limit {
         // That many streams need small stream windows for a connection window that holds
         // them all (the node refuses one that streams nobody reads could fill).
@@ -125,8 +137,14 @@ pub(crate) struct Client {
     bench: BenchClient,
 }
 
-async fn client_node() -> Node {
-    Node::builder()
+async fn client_node(layered: bool) -> Node {
+    let builder = Node::builder();
+    let builder = if layered {
+        builder.client_layer(NoopLayer)
+    } else {
+        builder
+    };
+    builder
         .bind("127.0.0.1:0")
         .await
         .expect("bind the dep2p client")
@@ -137,8 +155,8 @@ fn parse_id(id: &str) -> NodeId {
 }
 
 impl Client {
-    pub(crate) async fn connect(addr: SocketAddr, id: &str) -> Client {
-        let node = client_node().await;
+    pub(crate) async fn connect(addr: SocketAddr, id: &str, layered: bool) -> Client {
+        let node = client_node(layered).await;
         let conn = node
             .connect(addr, parse_id(id))
             .await
@@ -323,11 +341,17 @@ pub(crate) struct Idle {
 
 /// Opens `n` connections, each from a client node of its own (a node keeps one connection
 /// per peer), checking each with one echo call.
-pub(crate) async fn open_idle(addr: SocketAddr, id: &str, n: usize, size: usize) -> Idle {
+pub(crate) async fn open_idle(
+    addr: SocketAddr,
+    id: &str,
+    n: usize,
+    size: usize,
+    layered: bool,
+) -> Idle {
     let id = parse_id(id);
     let conns: Vec<(Node, Connection)> = futures::stream::iter(0..n as u64)
         .map(|i| async move {
-            let node = client_node().await;
+            let node = client_node(layered).await;
             let conn = node.connect(addr, id).await.expect("connect");
             let bench = BenchClient::new(conn.clone());
             let reply = bench

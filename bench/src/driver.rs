@@ -342,8 +342,9 @@ enum Idle {
 impl Client {
     async fn connect(imp: Impl, server: &ServerProc, profile: Profile) -> Client {
         match imp {
-            Impl::Dep2p => {
-                Client::Dep2p(dep2p_side::Client::connect(server.addr, &server.id).await)
+            Impl::Dep2p | Impl::Layered => {
+                let layered = imp == Impl::Layered;
+                Client::Dep2p(dep2p_side::Client::connect(server.addr, &server.id, layered).await)
             }
             Impl::Quinn => Client::Quinn(quinn_side::Client::connect(server.addr, profile).await),
         }
@@ -544,7 +545,10 @@ async fn idle_memory(imp: Impl, sizes: &Sizes, profile: Profile, fig: &mut Figur
     let (addr, id, n) = (server.addr, server.id.clone(), sizes.idle_connections);
     let idle = spawn(async move {
         match imp {
-            Impl::Dep2p => Idle::Dep2p(dep2p_side::open_idle(addr, &id, n, size).await),
+            Impl::Dep2p | Impl::Layered => {
+                let layered = imp == Impl::Layered;
+                Idle::Dep2p(dep2p_side::open_idle(addr, &id, n, size, layered).await)
+            }
             Impl::Quinn => Idle::Quinn(quinn_side::open_idle(addr, profile, n, size).await),
         }
     })

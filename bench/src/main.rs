@@ -29,9 +29,9 @@ pub(crate) fn alloc_counts() -> (u64, u64) {
 }
 
 const USAGE: &str = "\
-usage: dep2p-bench [--quick] [--rounds N] [--json PATH] [--impl dep2p|quinn] [--only LIST]
+usage: dep2p-bench [--quick] [--rounds N] [--json PATH] [--impl NAME] [--only LIST]
                    [--quinn-loopback]
-       dep2p-bench server --impl dep2p|quinn [--addr ADDR] [--max-streams N] [--quinn-loopback]
+       dep2p-bench server --impl NAME [--addr ADDR] [--max-streams N] [--quinn-loopback]
 
 Without a subcommand, runs the benchmark: for each round and implementation it starts a server
 process (this program's `server` mode), runs the client side of every workload against it, and
@@ -40,7 +40,8 @@ prints a Markdown table of medians (min–max) over rounds with dep2p ÷ quinn r
   --quick        tiny counts and one round: checks that everything works, in seconds
   --rounds N     rounds (default 3; 1 with --quick)
   --json PATH    also write every figure of every round, and the summary, as JSON
-  --impl NAME    run only one implementation (no ratios)
+  --impl NAME    run only one implementation (no ratios): dep2p, quinn, or dep2p+layer
+                 (dep2p with one no-op layer on each side; by default all three run)
   --only LIST    comma-separated workloads: unary, concurrency, server-stream,
                  client-stream, bidi, memory (default: all)
   --quinn-loopback
@@ -109,7 +110,7 @@ fn driver_args(args: Vec<String>) -> DriverArgs {
     let mut quick = false;
     let mut rounds = None;
     let mut json = None;
-    let mut impls = vec![Impl::Quinn, Impl::Dep2p];
+    let mut impls = vec![Impl::Quinn, Impl::Dep2p, Impl::Layered];
     let mut workloads = Workload::ALL.to_vec();
     let mut quinn_profile = Profile::Default;
     let mut it = args.into_iter();

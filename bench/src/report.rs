@@ -168,6 +168,10 @@ pub(crate) struct Summary {
     quinn: Option<Spread>,
     /// dep2p ÷ quinn, paired by round.
     ratio: Option<Spread>,
+    /// dep2p with one no-op layer on each side.
+    layered: Option<Spread>,
+    /// dep2p with the layers ÷ dep2p without, paired by round.
+    layered_ratio: Option<Spread>,
 }
 
 pub(crate) fn summarize(rounds: &[(Impl, usize, Figures)]) -> Vec<Summary> {
@@ -196,20 +200,22 @@ pub(crate) fn summarize(rounds: &[(Impl, usize, Figures)]) -> Vec<Summary> {
                     .filter_map(|&r| of(imp, key, r))
                     .collect()
             };
-            let ratios = round_numbers
-                .iter()
-                .filter_map(
-                    |&r| match (of(Impl::Dep2p, key, r), of(Impl::Quinn, key, r)) {
-                        (Some(d), Some(q)) if q != 0.0 => Some(d / q),
+            let ratios = |a: Impl, b: Impl| {
+                round_numbers
+                    .iter()
+                    .filter_map(|&r| match (of(a, key, r), of(b, key, r)) {
+                        (Some(x), Some(y)) if y != 0.0 => Some(x / y),
                         _ => None,
-                    },
-                )
-                .collect();
+                    })
+                    .collect()
+            };
             Summary {
                 key: key.to_string(),
                 dep2p: Spread::of(values(Impl::Dep2p)),
                 quinn: Spread::of(values(Impl::Quinn)),
-                ratio: Spread::of(ratios),
+                ratio: Spread::of(ratios(Impl::Dep2p, Impl::Quinn)),
+                layered: Spread::of(values(Impl::Layered)),
+                layered_ratio: Spread::of(ratios(Impl::Layered, Impl::Dep2p)),
             }
         })
         .collect()
@@ -266,18 +272,31 @@ pub(crate) fn tables(summary: &[Summary], notes: &[String]) -> String {
 
 fn table(summary: &[Summary], rows: &[(&str, &str, &str)]) -> String {
     let mut out = String::new();
-    out.push_str("| workload | figure | dep2p | raw quinn | dep2p ÷ quinn |\n");
-    out.push_str("|---|---|--:|--:|--:|\n");
+    let layered = summary.iter().any(|s| s.layered.is_some());
+    out.push_str("| workload | figure | dep2p | raw quinn | dep2p ÷ quinn |");
+    if layered {
+        out.push_str(" dep2p, no-op layers | ÷ dep2p |\n|---|---|--:|--:|--:|--:|--:|\n");
+    } else {
+        out.push_str("\n|---|---|--:|--:|--:|\n");
+    }
     for (key, workload, figure) in rows {
         let Some(s) = summary.iter().find(|s| s.key == *key) else {
             continue;
         };
         out.push_str(&format!(
-            "| {workload} | {figure} | {} | {} | {} |\n",
+            "| {workload} | {figure} | {} | {} | {} |",
             cell(s.dep2p, number),
             cell(s.quinn, number),
             cell(s.ratio, |r| format!("{r:.2}")),
         ));
+        if layered {
+            out.push_str(&format!(
+                " {} | {} |",
+                cell(s.layered, number),
+                cell(s.layered_ratio, |r| format!("{r:.2}")),
+            ));
+        }
+        out.push('\n');
     }
     out
 }

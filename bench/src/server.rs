@@ -30,11 +30,12 @@ pub(crate) fn run(args: ServerArgs) -> ! {
     let state = Arc::new(ServerState::new());
     // Kept until the process exits: dropping the node or endpoint would close it.
     let (_keep, addr, id): (Box<dyn std::any::Any>, SocketAddr, String) = match args.imp {
-        Impl::Dep2p => {
+        Impl::Dep2p | Impl::Layered => {
             let (node, addr, id) = runtime.block_on(dep2p_side::serve(
                 args.addr,
                 args.max_streams,
                 Arc::clone(&state),
+                args.imp == Impl::Layered,
             ));
             (Box::new(node), addr, id)
         }

@@ -13,6 +13,8 @@ pub(crate) enum Impl {
     Dep2p,
     /// quinn with one bi-stream per call and length-prefixed frames.
     Quinn,
+    /// dep2p with one no-op layer installed on each side: what middleware costs by itself.
+    Layered,
 }
 
 impl Impl {
@@ -20,6 +22,7 @@ impl Impl {
         match self {
             Impl::Dep2p => "dep2p",
             Impl::Quinn => "quinn",
+            Impl::Layered => "dep2p+layer",
         }
     }
 
@@ -27,6 +30,7 @@ impl Impl {
         match s {
             "dep2p" => Some(Impl::Dep2p),
             "quinn" => Some(Impl::Quinn),
+            "dep2p+layer" => Some(Impl::Layered),
             _ => None,
         }
     }

@@ -17,7 +17,9 @@ use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::hold::Hold;
-use crate::metadata::{MetadataReader, MetadataResult};
+use crate::intercept::{CallInfo, ClientLayers, RequestMetadata};
+use crate::metadata::{MetadataReader, MetadataResult, ResponseMetadata};
+use crate::outcome::Outcome;
 use crate::stream::{self, Receiver, Response, Sender};
 use crate::target::{Retries, Target};
 use crate::trace;
@@ -152,6 +154,174 @@ impl<K, A> Call<K, A> {
         crate::otel::inject(&span, &mut self.metadata);
         span
     }
+}
+
+impl<K, A> Call<K, A> {
+    /// Runs the `before` hooks of the client layers of the call's node and target; gives
+    /// what runs their `after` hooks, if there are any. A hook that fails the call fails it
+    /// here, after the `after` hooks of the layers whose `before` ran.
+    fn intercept(&mut self, kind: Kind) -> Result<Option<Observer>, Error> {
+        let node = &self.target.config().client_layers;
+        let own = self.target.layers();
+        if node.is_empty() && own.is_empty() {
+            return Ok(None);
+        }
+        let observer = Observer {
+            node: node.clone(),
+            own: own.clone(),
+            info: CallInfo {
+                service: self.service,
+                method: self.method,
+                kind,
+                peer: self.target.as_connection().map(Connection::remote_id),
+                timeout: self.timeout,
+            },
+            started: Instant::now(),
+            ran: 0,
+        };
+        let mut observer = observer;
+        let mut failed = None;
+        let layers = observer.node.as_slice().iter();
+        for layer in layers.chain(observer.own.as_slice()) {
+            let mut metadata = RequestMetadata::new(&mut self.metadata);
+            if let Err(err) = layer.before(&observer.info, &mut metadata) {
+                failed = Some(err);
+                break;
+            }
+            observer.ran += 1;
+        }
+        match failed {
+            None => Ok(Some(observer)),
+            Some(err) => {
+                observer.finish(Outcome::Failed(err.clone()));
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Runs the `after` hooks of a call's client layers once the call has ended; with
+/// [`Error::Cancelled`] if it is dropped before.
+struct Observer {
+    node: ClientLayers,
+    own: ClientLayers,
+    info: CallInfo,
+    started: Instant,
+    /// How many layers ran `before`: those whose `after` runs, in reverse.
+    ran: usize,
+}
+
+impl Observer {
+    fn finish(&mut self, outcome: Outcome) {
+        let elapsed = self.started.elapsed();
+        let ran = std::mem::take(&mut self.ran);
+        let (node, own) = (self.node.as_slice(), self.own.as_slice());
+        let own = &own[..ran.saturating_sub(node.len()).min(own.len())];
+        let node = &node[..ran.min(node.len())];
+        for layer in own.iter().rev().chain(node.iter().rev()) {
+            layer.after(&self.info, &outcome, elapsed);
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if self.ran > 0 {
+            self.finish(Outcome::Failed(Error::Cancelled));
+        }
+    }
+}
+
+/// Runs `fut`, then the `after` hooks of `observer` with its outcome.
+async fn observed<T>(
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(mut observer) = observer else {
+        return fut.await;
+    };
+    let result = fut.await;
+    observer.finish(match &result {
+        Ok(_) => Outcome::Ok,
+        Err(err) => Outcome::Failed(err.clone()),
+    });
+    result
+}
+
+/// What awaiting a streaming call gives: the handles of an open call, whose [`Response`]
+/// ends it.
+trait Opened {
+    /// The same handles, the response running `observer`'s `after` hooks at the call's end.
+    fn observed(self, observer: Observer) -> Self;
+}
+
+/// A response that runs `observer`'s `after` hooks with the call's result, or with
+/// [`Error::Cancelled`] if it is dropped first.
+fn observe_response<R: Send + 'static>(response: Response<R>, observer: Observer) -> Response<R> {
+    response.wrap(|fut| async move {
+        let mut metadata = None;
+        let result = observed(Some(observer), async {
+            let (result, received) = fut.await;
+            metadata = Some(received);
+            result
+        })
+        .await;
+        (result, metadata.unwrap_or_default())
+    })
+}
+
+impl<T, R: Send + 'static> Opened for (Receiver<T>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, observe_response(self.1, observer))
+    }
+}
+
+impl<T, R: Send + 'static> Opened for (Sender<T>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, observe_response(self.1, observer))
+    }
+}
+
+impl<I, O, R: Send + 'static> Opened for (Sender<I>, Receiver<O>, Response<R>) {
+    fn observed(self, observer: Observer) -> Self {
+        (self.0, self.1, observe_response(self.2, observer))
+    }
+}
+
+/// Runs the opening of a streaming call; once open, its response carries `observer` to the
+/// call's end. A call that fails to open ends there.
+async fn observed_stream<T: Opened>(
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let Some(mut observer) = observer else {
+        return fut.await;
+    };
+    match fut.await {
+        Ok(opened) => Ok(opened.observed(observer)),
+        Err(err) => {
+            observer.finish(Outcome::Failed(err.clone()));
+            Err(err)
+        }
+    }
+}
+
+/// An outgoing call's future: `fut` in the call's span, observed by its client layers.
+fn traced<T: Send + 'static>(
+    span: tracing::Span,
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> CallResult<T> {
+    Box::pin(trace::called(span, observed(observer, fut)))
+}
+
+/// [`traced`] for a streaming call, observed until its response completes.
+fn traced_stream<T: Opened + Send + 'static>(
+    span: tracing::Span,
+    observer: Option<Observer>,
+    fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+) -> CallResult<T> {
+    Box::pin(trace::called(span, observed_stream(observer, fut)))
 }
 
 /// Records the peer of the call being made in its span.
@@ -556,10 +726,14 @@ where
 
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Unary);
-        Box::pin(trace::called(span, async move {
+        let observer = match self.intercept(Kind::Unary) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        traced(span, observer, async move {
             let mut meta = MetadataReader::default();
             self.answer(&mut meta).await
-        }))
+        })
     }
 }
 
@@ -593,9 +767,16 @@ where
     /// Dropping the future cancels the call, as dropping the call's own future does.
     pub fn with_metadata(mut self) -> MetadataResult<R> {
         let span = self.span(Kind::Unary);
+        let observer = match self.intercept(Kind::Unary) {
+            Ok(observer) => observer,
+            Err(err) => {
+                return Box::pin(std::future::ready((Err(err), ResponseMetadata::default())))
+            }
+        };
         Box::pin(async move {
             let mut meta = MetadataReader::default();
-            let result = trace::called(span, self.answer(&mut meta)).await;
+            let answer = observed(observer, self.answer(&mut meta));
+            let result = trace::called(span, answer).await;
             (result, meta.take())
         })
     }
@@ -680,7 +861,11 @@ where
 
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Notify);
-        Box::pin(trace::called(span, async move {
+        let observer = match self.intercept(Kind::Notify) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        traced(span, observer, async move {
             let config = self.target.config();
             let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
             let started = self.open(Kind::Notify, Some(default)).await?;
@@ -696,7 +881,7 @@ where
                 deliver(started.send, hold, idle);
             }
             Ok(())
-        }))
+        })
     }
 }
 
@@ -721,14 +906,18 @@ where
 
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ServerStream);
-        Box::pin(trace::called(span, async move {
+        let observer = match self.intercept(Kind::ServerStream) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        traced_stream(span, observer, async move {
             let started = self.open(Kind::ServerStream, None).await?;
             record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let deadline = started.deadline;
             let (_send, reader) = started.halves()?;
             Ok(Receiver::with_response(reader, deadline, hold))
-        }))
+        })
     }
 }
 
@@ -743,14 +932,18 @@ where
 
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::ClientStream);
-        Box::pin(trace::called(span, async move {
+        let observer = match self.intercept(Kind::ClientStream) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        traced_stream(span, observer, async move {
             let started = self.open(Kind::ClientStream, None).await?;
             record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let response = Response::from_reader(reader, deadline, hold);
             Ok((sender, response))
-        }))
+        })
     }
 }
 
@@ -766,13 +959,17 @@ where
 
     fn into_future(mut self) -> Self::IntoFuture {
         let span = self.span(Kind::Bidi);
-        Box::pin(trace::called(span, async move {
+        let observer = match self.intercept(Kind::Bidi) {
+            Ok(observer) => observer,
+            Err(err) => return Box::pin(std::future::ready(Err(err))),
+        };
+        traced_stream(span, observer, async move {
             let started = self.open(Kind::Bidi, None).await?;
             record_peer(&started.call.conn);
             let hold = started.call.conn.hold();
             let (sender, reader, deadline) = started.into_sender()?;
             let (receiver, response) = Receiver::with_response(reader, deadline, hold);
             Ok((sender, receiver, response))
-        }))
+        })
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::intercept::ClientLayers;
 use crate::wire::{Compression, HeaderLimits, FRAME_HEAD};
 
 /// Default flow-control window of one stream. Large enough that one stream carries bulk data
@@ -79,6 +80,8 @@ pub(crate) struct Config {
     pub(crate) advertise: Vec<std::net::SocketAddr>,
     /// Which messages this node compresses before sending them. Default: none.
     pub(crate) compression: Compression,
+    /// Hooks run around every call this node makes. Default: none.
+    pub(crate) client_layers: ClientLayers,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
             protocol_version: crate::wire::VERSION_NEWEST,
             advertise: Vec::new(),
             compression: Compression::off(),
+            client_layers: ClientLayers::default(),
         }
     }
 }

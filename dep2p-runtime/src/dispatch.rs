@@ -242,5 +242,5 @@ async fn refuse(
     };
     reader.try_finish();
     reader.stop(code);
-    reject(conn, send, &err).await;
+    reject(conn, send, err).await;
 }

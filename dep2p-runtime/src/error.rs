@@ -68,6 +68,11 @@ pub enum Error {
     /// The remote handler failed without producing a value (it panicked, for example).
     #[error("handler failed: {0}")]
     HandlerFailed(String),
+    /// The callee refused the call: the caller may not make it (a server-side layer that
+    /// checks who calls, or with which credentials, refused it; see
+    /// [`IncomingCall::refuse`](crate::IncomingCall::refuse)).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The peer has too many calls in flight on this connection and refused this one.
     #[error("refused: {0}")]
     Overloaded(String),
@@ -114,8 +119,9 @@ impl Error {
         )
     }
 
-    /// A short name for the kind of error, for logs.
-    pub(crate) fn name(&self) -> &'static str {
+    /// A short, stable `snake_case` name for the kind of error, as a log field or metric
+    /// label: `"deadline_exceeded"`, `"cancelled"`, `"permission_denied"`, ...
+    pub fn name(&self) -> &'static str {
         match self {
             Error::Timeout => "deadline_exceeded",
             Error::Cancelled => "cancelled",
@@ -128,6 +134,7 @@ impl Error {
             Error::MessageTooLarge(_) => "message_too_large",
             Error::Decode(_) => "decode",
             Error::HandlerFailed(_) => "handler_failed",
+            Error::PermissionDenied(_) => "permission_denied",
             Error::Overloaded(_) => "overloaded",
             Error::ConnectionLost(_) => "connection_lost",
             Error::ShuttingDown => "shutting_down",
@@ -150,6 +157,7 @@ impl Error {
             Error::MessageTooLarge(_) => StatusCode::MessageTooLarge,
             Error::Decode(_) => StatusCode::Decode,
             Error::Overloaded(_) => StatusCode::Overloaded,
+            Error::PermissionDenied(_) => StatusCode::PermissionDenied,
             Error::ShuttingDown | Error::Closed => StatusCode::ShuttingDown,
             Error::Protocol(_) => StatusCode::Protocol,
             _ => StatusCode::HandlerFailed,
@@ -166,6 +174,7 @@ impl Error {
             | Error::Decode(m)
             | Error::HandlerFailed(m)
             | Error::Overloaded(m)
+            | Error::PermissionDenied(m)
             | Error::Protocol(m) => m.clone(),
             other => other.to_string(),
         }
@@ -183,6 +192,7 @@ impl Error {
             Some(StatusCode::Decode) => Error::Decode(message),
             Some(StatusCode::HandlerFailed) => Error::HandlerFailed(message),
             Some(StatusCode::Overloaded) => Error::Overloaded(message),
+            Some(StatusCode::PermissionDenied) => Error::PermissionDenied(message),
             Some(StatusCode::ShuttingDown) => Error::ShuttingDown,
             Some(StatusCode::Protocol) => Error::Protocol(message),
             None => Error::Protocol(format!("unknown status code {code}: {message}")),

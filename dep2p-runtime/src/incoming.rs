@@ -1,6 +1,8 @@
 //! One incoming call, from its accepted header to its final frame: the serving functions
 //! generated servers call, the handler run under the call's deadline, and the answer.
 
+mod probe;
+
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
@@ -18,12 +20,12 @@ use crate::connection::Connection;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
+use crate::outcome::Outcome;
 use crate::stream::{Receiver, Sender};
-use crate::trace::set_outcome;
 use crate::wire::{self, FrameReader, IncomingHeader, Kind, TAG_RESULT};
 
-/// The future that serves one call.
-pub type CallFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+/// The future that serves one call, resolving to how the call ended.
+pub type CallFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>;
 
 /// One call that arrived at this node and passed header checks, waiting for its method to
 /// serve it. Generated servers pass it to the method's serving function.
@@ -81,6 +83,11 @@ impl IncomingCall {
         &self.context
     }
 
+    /// The kind of method the caller called.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     fn config(&self) -> &crate::config::Config {
         self.context.connection().config()
     }
@@ -131,7 +138,7 @@ impl IncomingCall {
                     let send = self.send.take();
                     respond(self, send, None, async move { handler(args).await }).await
                 }
-                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
             }
         })
     }
@@ -151,23 +158,22 @@ impl IncomingCall {
                     // bidirectional stream for an answer: it gets one.
                     tracing::debug!(method = %peer_text(self.method()), %err, "notification refused");
                     let send = self.send.take();
-                    return reject(self.context.connection(), send, &err).await;
+                    return reject(self.context.connection(), send, err).await;
                 }
             };
             let context = self.context.clone();
             let run = context.scope(guarded(move || handler(args)));
             match self.deadline.within(run).await {
-                Ok(Ok(())) => set_outcome("ok"),
+                Ok(Ok(())) => Outcome::Ok,
                 Ok(Err(panic)) => {
-                    let err = self.panicked("running a notification handler", &panic);
-                    set_outcome(err.name());
+                    Outcome::Failed(self.panicked("running a notification handler", &panic))
                 }
                 Err(_) => {
-                    set_outcome(Error::Timeout.name());
                     tracing::debug!(
                         method = %peer_text(self.method()),
                         "notification deadline passed"
                     );
+                    Outcome::Failed(Error::Timeout)
                 }
             }
         })
@@ -188,7 +194,7 @@ impl IncomingCall {
                     let (out, back) = self.handler_sender::<T>();
                     respond(self, None, back, async move { handler(args, out).await }).await
                 }
-                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
             }
         })
     }
@@ -215,7 +221,7 @@ impl IncomingCall {
                     )
                     .await
                 }
-                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
             }
         })
     }
@@ -239,21 +245,42 @@ impl IncomingCall {
                     let fut = async move { handler(args, incoming, out).await };
                     respond(self, None, back, fut).await
                 }
-                Err(err) => reject(self.context.connection(), self.send.take(), &err).await,
+                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
             }
         })
     }
 
     /// Answers a call to a method this service does not have.
-    pub fn unknown_method(mut self) -> CallFuture {
+    pub fn unknown_method(self) -> CallFuture {
         let err = Error::UnknownMethod(format!(
             "service `{}` has no method `{}`",
             peer_text(self.context.service()),
             peer_text(self.context.method())
         ));
+        self.refuse(err)
+    }
+
+    /// Answers the call with `err`'s status instead of serving it: what a server-side layer
+    /// does to refuse a call (an unauthenticated caller, a rate limit). The caller's call
+    /// fails with `err`, as its status carries it (`docs/PROTOCOL.md`, section 8: errors
+    /// without a status of their own arrive as [`Error::HandlerFailed`]); the handler never
+    /// runs. The future resolves to [`Outcome::Failed`]`(err)` once the status is on its
+    /// way. A notification's sender learns nothing of it.
+    ///
+    /// ```
+    /// use dep2p_runtime::{CallFuture, Error, IncomingCall};
+    ///
+    /// fn guard(call: IncomingCall, serve: impl FnOnce(IncomingCall) -> CallFuture) -> CallFuture {
+    ///     if call.context().metadata("token") != Some("let me in") {
+    ///         return call.refuse(Error::PermissionDenied("bad token".into()));
+    ///     }
+    ///     serve(call)
+    /// }
+    /// ```
+    pub fn refuse(mut self, err: Error) -> CallFuture {
         let send = self.send.take();
         let conn = self.context.connection().clone();
-        Box::pin(async move { reject(&conn, send, &err).await })
+        Box::pin(async move { reject(&conn, send, err).await })
     }
 
     /// The handler's [`Sender`], and where the stream comes back when it is dropped.
@@ -302,7 +329,9 @@ impl Drop for IncomingCall {
             // Outside a runtime (it is being dropped) there is nothing left to answer with.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let tracker = conn.shared().tracker().clone();
-                let answer = async move { reject(&conn, Some(send), &err).await };
+                let answer = async move {
+                    reject(&conn, Some(send), err).await;
+                };
                 runtime.spawn(tracker.track_future(answer));
             }
         }
@@ -372,11 +401,16 @@ async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes
 }
 
 /// Answers a call that will not be served with the status for `err`.
-pub(crate) async fn reject(conn: &Connection, send: Option<quinn::SendStream>, err: &Error) {
-    set_outcome(err.name());
-    let Some(send) = send else { return };
-    let frame = wire::encode_status(err.status_code(), &err.status_message());
-    end_stream(conn, send, frame).await;
+pub(crate) async fn reject(
+    conn: &Connection,
+    send: Option<quinn::SendStream>,
+    err: Error,
+) -> Outcome {
+    if let Some(send) = send {
+        let frame = wire::encode_status(err.status_code(), &err.status_message());
+        end_stream(conn, send, frame).await;
+    }
+    Outcome::Failed(err)
 }
 
 /// Runs a handler to completion under the call's deadline, watching for the caller going
@@ -389,7 +423,8 @@ async fn respond<R, Fut>(
     send: Option<quinn::SendStream>,
     back: Option<HandBack>,
     fut: Fut,
-) where
+) -> Outcome
+where
     R: Serialize + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
@@ -423,7 +458,7 @@ async fn respond<R, Fut>(
     // In an `Option`, so that a handler stopped at its deadline can be dropped in place.
     let mut run = std::pin::pin!(Some(run));
     let Some(mut handler) = run.as_mut().as_pin_mut() else {
-        return;
+        return Outcome::Failed(Error::Cancelled);
     };
     // A handler that completes at once needs neither a deadline timer nor a watch on the
     // caller; only one that waits is raced against both.
@@ -433,10 +468,7 @@ async fn respond<R, Fut>(
         Poll::Pending => tokio::select! {
             outcome = deadline.within(handler.as_mut()) => outcome,
             // Returning drops `run`, which cancels the handler.
-            () = &mut caller_gone => {
-                set_outcome(Error::Cancelled.name());
-                return;
-            }
+            () = &mut caller_gone => return Outcome::Failed(Error::Cancelled),
         },
     };
     if outcome.is_err() {
@@ -464,19 +496,30 @@ async fn respond<R, Fut>(
         Ok(Err(panic)) => Err(call.panicked("running the handler", panic)),
         Err(_) => Err(Error::Timeout),
     };
-    set_outcome(match &encoded {
-        Ok(_) => "ok",
-        Err(err) => err.name(),
-    });
-    let frame = encoded.unwrap_or_else(|err| {
-        let message = match err {
-            Error::Timeout => "deadline exceeded".to_string(),
-            ref other => other.status_message(),
-        };
-        wire::encode_status(err.status_code(), &message)
-    });
+    let (frame, ended) = match encoded {
+        Ok(frame) => {
+            let ended = match &outcome {
+                Ok(Ok(value)) if probe::is_err(value) => Outcome::ApplicationError,
+                _ => Outcome::Ok,
+            };
+            (frame, ended)
+        }
+        Err(err) => {
+            let message = match err {
+                Error::Timeout => "deadline exceeded".to_string(),
+                ref other => other.status_message(),
+            };
+            (
+                wire::encode_status(err.status_code(), &message),
+                Outcome::Failed(err),
+            )
+        }
+    };
+    // Without the stream back there is nothing to write the result on: the caller went away
+    // (or the stream was lost), or the deadline passed while a `Sender` was kept elsewhere.
+    let cancelled = || Outcome::Failed(Error::Cancelled);
     let send = match (send, back) {
-        (Some(send), _) => Some(send),
+        (Some(send), _) => Ok(send),
         // The handler is gone, and with it its `Sender`, unless it moved the `Sender` into
         // another task: then the call stays open until that `Sender` is dropped, the caller
         // goes away or the deadline passes.
@@ -484,35 +527,42 @@ async fn respond<R, Fut>(
         // still written (the stream's writer bounds that by the idle timeout), then the status.
         (None, Some(back)) if outcome.is_err() || matches!(outcome, Ok(Err(_))) => {
             tokio::select! {
-                send = back => send.ok(),
-                () = &mut caller_gone => None,
+                send = back => send.map_err(|_| cancelled()),
+                () = &mut caller_gone => Err(cancelled()),
             }
         }
         (None, Some(back)) => tokio::select! {
-            send = deadline.within(back) => send.ok().and_then(Result::ok),
-            () = &mut caller_gone => None,
+            send = deadline.within(back) => match send {
+                Ok(send) => send.map_err(|_| cancelled()),
+                Err(_) => Err(Outcome::Failed(Error::Timeout)),
+            },
+            () = &mut caller_gone => Err(cancelled()),
         },
-        (None, None) => None,
+        (None, None) => Err(cancelled()),
     };
     let conn = call.context.connection().clone();
     let metadata = call.context.response_metadata().cloned();
     drop(call);
-    let Some(send) = send else { return };
+    let send = match send {
+        Ok(send) => send,
+        Err(outcome) => return outcome,
+    };
     // The handler's metadata goes just before the final frame: its headers, if no item took
     // them out already, then its trailers. Metadata over the bounds fails the call instead.
-    let frame = match metadata.map(|metadata| metadata.finish()) {
+    let (frame, ended) = match metadata.map(|metadata| metadata.finish()) {
         Some(Ok(Some(before))) => {
             let mut frames = bytes::BytesMut::with_capacity(before.len() + frame.len());
             frames.extend_from_slice(&before);
             frames.extend_from_slice(&frame);
-            frames.freeze()
+            (frames.freeze(), ended)
         }
         Some(Err(err)) => {
             let err = Error::from(err);
-            set_outcome(err.name());
-            wire::encode_status(err.status_code(), &err.status_message())
+            let status = wire::encode_status(err.status_code(), &err.status_message());
+            (status, Outcome::Failed(err))
         }
-        Some(Ok(None)) | None => frame,
+        Some(Ok(None)) | None => (frame, ended),
     };
     end_stream(&conn, send, frame).await;
+    ended
 }

@@ -50,10 +50,12 @@ mod addr;
 mod error;
 mod id;
 mod metadata;
+mod outcome;
 
 mod config;
 mod gate;
 mod identity;
+mod intercept;
 mod key_file;
 mod tls;
 
@@ -71,6 +73,7 @@ mod dispatch;
 mod health;
 mod incoming;
 mod introspection;
+mod layer;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod service;
@@ -80,6 +83,8 @@ mod trace;
 mod node;
 
 mod balance;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod peer;
 mod retry;
 
@@ -99,11 +104,14 @@ pub use health::{HealthReporter, HealthStatus};
 pub use id::{NodeId, ParseNodeIdError};
 pub use identity::SecretKey;
 pub use incoming::{CallFuture, IncomingCall};
+pub use intercept::{CallInfo, ClientLayer, RequestMetadata};
 pub use introspection::{
     Health, HealthClient, HealthServer, Reflection, ReflectionClient, ReflectionServer,
 };
+pub use layer::{Handler, InfallibleCall, Layered};
 pub use metadata::{Metadata, MetadataResult, ResponseMetadata};
 pub use node::{ConnectionEvent, Events, Node, NodeBuilder, WeakNode};
+pub use outcome::Outcome;
 pub use peer::{Peer, PeerState};
 pub use retry::RetryPolicy;
 pub use service::{MethodInfo, Renamed, Service, ServiceInfo};
@@ -113,6 +121,12 @@ pub use wire::{Compression, Kind, ALPN, ALPN_V1};
 
 /// The QUIC implementation underneath, for naming its types (see [`Connection::quic`]).
 pub use quinn;
+
+/// tower's `Layer` trait, which server-side layers implement (see [`Layered`]).
+pub use tower_layer;
+/// tower's `Service` trait, which the services of server-side layers implement (see
+/// [`Layered`]).
+pub use tower_service;
 
 /// Turns a trait into a typed client and server. See the crate's README for the full
 /// description of what it accepts and generates.

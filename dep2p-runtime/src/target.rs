@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::deadline::Deadline;
 use crate::error::Error;
+use crate::intercept::{ClientLayer, ClientLayers};
 use crate::shared::Shared;
 
 /// What a call is made on: the argument of a generated client's `new`.
@@ -28,6 +29,8 @@ use crate::shared::Shared;
 #[derive(Clone)]
 pub struct Target {
     route: Route,
+    /// Hooks run around each call through this target, inside the node's.
+    layers: ClientLayers,
 }
 
 #[derive(Clone)]
@@ -75,6 +78,7 @@ impl Target {
     pub(crate) fn provider(provider: Arc<dyn Provide>) -> Self {
         Target {
             route: Route::Provider(provider),
+            layers: ClientLayers::default(),
         }
     }
 
@@ -84,6 +88,39 @@ impl Target {
             Route::Connection(conn) => Some(conn),
             Route::Provider(_) => None,
         }
+    }
+
+    /// This target, running `layer`'s hooks around each call made through it (by every
+    /// client made from it), inside the layers of the node
+    /// ([`NodeBuilder::client_layer`](crate::NodeBuilder::client_layer)) and of the target
+    /// it was made from. Layers run `before` in the order added and `after` in the reverse
+    /// order.
+    ///
+    /// ```no_run
+    /// # async fn run(conn: dep2p_runtime::Connection) {
+    /// use dep2p_runtime::{CallInfo, ClientLayer, Error, RequestMetadata, Target};
+    ///
+    /// struct Tenant;
+    ///
+    /// impl ClientLayer for Tenant {
+    ///     fn before(&self, _: &CallInfo, metadata: &mut RequestMetadata<'_>) -> Result<(), Error> {
+    ///         metadata.push("tenant", "blue");
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let target = Target::from(conn).with_layer(Tenant);
+    /// // `SomeClient::new(target)` now sends `tenant: blue` with every call.
+    /// # }
+    /// ```
+    pub fn with_layer(mut self, layer: impl ClientLayer) -> Self {
+        self.layers = self.layers.with(Arc::new(layer));
+        self
+    }
+
+    /// The layers of this target's own, without the node's.
+    pub(crate) fn layers(&self) -> &ClientLayers {
+        &self.layers
     }
 
     /// The settings of the node calls through this target are made from.
@@ -131,6 +168,7 @@ impl From<Connection> for Target {
     fn from(conn: Connection) -> Self {
         Target {
             route: Route::Connection(conn),
+            layers: ClientLayers::default(),
         }
     }
 }

@@ -4,18 +4,13 @@
 //! callsite check, and none of its fields is formatted (a node id is given as `id::Short`,
 //! written only when formatted), so a call allocates nothing more.
 
-use std::cell::Cell;
 use std::future::Future;
 
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::Error;
-
-tokio::task_local! {
-    /// The outcome of the call the current task serves, once known.
-    static OUTCOME: Cell<Option<&'static str>>;
-}
+use crate::outcome::Outcome;
 
 /// The name an outcome is logged under: "ok", or the error's status name.
 pub(crate) fn outcome_name<T>(result: &Result<T, Error>) -> &'static str {
@@ -25,25 +20,20 @@ pub(crate) fn outcome_name<T>(result: &Result<T, Error>) -> &'static str {
     }
 }
 
-/// Notes the outcome of the call the current task serves (nothing outside a served call).
-pub(crate) fn set_outcome(name: &'static str) {
-    let _ = OUTCOME.try_with(|outcome| outcome.set(Some(name)));
-}
-
 /// Runs the serving of one call in `span`, then logs its outcome and duration in it.
-pub(crate) async fn served(span: tracing::Span, fut: impl Future<Output = ()>) {
+pub(crate) async fn served(span: tracing::Span, fut: impl Future<Output = Outcome>) {
     if span.is_disabled() {
-        return fut.await;
+        fut.await;
+        return;
     }
     let started = Instant::now();
     let run = async move {
-        OUTCOME
-            .scope(Cell::new(None), async move {
-                fut.await;
-                let outcome = OUTCOME.with(Cell::get).unwrap_or("unanswered");
-                tracing::debug!(outcome, elapsed = ?started.elapsed(), "call ended");
-            })
-            .await
+        let outcome = fut.await;
+        tracing::debug!(
+            outcome = outcome.name(),
+            elapsed = ?started.elapsed(),
+            "call ended"
+        );
     };
     run.instrument(span).await
 }

@@ -441,7 +441,7 @@ async fn accepted_connections_are_limited() {
     }))
     .await;
     let dial = || async {
-        let client = node(Node::builder().connect_timeout(Duration::from_millis(500))).await;
+        let client = node(Node::builder().connect_timeout(Duration::from_secs(3))).await;
         let conn = client.connect(server.local_addr(), server.id()).await;
         (client, conn)
     };

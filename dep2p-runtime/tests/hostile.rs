@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::wire::*;
 use common::*;
-use dep2p_runtime::{CallFuture, ClientStreaming, Error, IncomingCall, Node, Service, Unary};
+use dep2p_runtime::{
+    CallFuture, ClientStreaming, Error, IncomingCall, Node, Outcome, Service, Unary,
+};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Long enough for anything that should happen at once on loopback, short enough to fail a
@@ -200,7 +202,7 @@ impl Service for Fragile {
             // A hand-written service that forgets to answer.
             _ => {
                 drop(call);
-                Box::pin(async {})
+                Box::pin(async { Outcome::Ok })
             }
         }
     }

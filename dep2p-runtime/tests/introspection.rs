@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{TestService, SERVICE};
 use dep2p_runtime::{
-    service, Error, Health, HealthClient, HealthServer, HealthStatus, Kind, MethodInfo, Node,
-    Receiver, ReflectionClient, Sender, ServiceInfo,
+    service, Error, Health, HealthClient, HealthServer, HealthStatus, Kind, Layered, MethodInfo,
+    Node, Receiver, ReflectionClient, Sender, ServiceInfo,
 };
 use futures::StreamExt;
 
@@ -111,6 +111,20 @@ async fn reflection_lists_every_service_with_its_methods_and_kinds() {
         })
         .unwrap();
     assert_eq!(bounded(reflection.list()).await.unwrap(), expected(true));
+
+    // Layers, of the node or of a service, leave the listing as it is.
+    let layered = Node::builder()
+        .layer(dep2p_runtime::tower_layer::Identity::new())
+        .serve(Layered::new(
+            ShopServer::new(Stall),
+            dep2p_runtime::tower_layer::Identity::new(),
+        ))
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let (_client, conn) = client_of(&layered).await;
+    let listed = bounded(ReflectionClient::new(conn).list()).await.unwrap();
+    assert_eq!(listed, expected(false));
 }
 
 /// A health service of the application's own, replacing the node's.

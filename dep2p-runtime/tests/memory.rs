@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use common::wire::*;
 use common::{eventually, node, probe, TestService};
 use dep2p_runtime::{
-    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, NodeId, Service,
-    Unary,
+    CallContext, CallFuture, Connection, Error, IncomingCall, Node, NodeBuilder, NodeId, Outcome,
+    Service, Unary,
 };
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
@@ -388,7 +388,8 @@ impl Service for Parking {
         }
         self.calls.lock().unwrap().push(call);
         self.arrived.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async {})
+        // Parked: answered (or dropped) by the test later.
+        Box::pin(async { Outcome::Ok })
     }
 }
 

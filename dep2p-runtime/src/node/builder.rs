@@ -11,6 +11,8 @@ use crate::error::Error;
 use crate::gate::Gate;
 use crate::id::NodeId;
 use crate::identity::SecretKey;
+use crate::intercept::ClientLayer;
+use crate::layer::{Handler, Layered, NodeLayers};
 use crate::service::Service;
 
 use super::Node;
@@ -22,6 +24,7 @@ pub struct NodeBuilder {
     key: Option<SecretKey>,
     services: Vec<Arc<dyn Service>>,
     builtins: Builtins,
+    layers: NodeLayers,
     gate: Option<Gate>,
 }
 
@@ -48,6 +51,8 @@ impl fmt::Debug for NodeBuilder {
             .field("key", &self.key)
             .field("services", &self.services.len())
             .field("builtins", &self.builtins)
+            .field("layers", &self.layers)
+            .field("client_layers", &self.config.client_layers)
             .field("accept_if", &self.gate.is_some())
             .finish()
     }
@@ -84,6 +89,37 @@ impl NodeBuilder {
     /// are serving (set with [`Node::health`]). Default: true.
     pub fn health_service(mut self, serve: bool) -> Self {
         self.builtins.health = serve;
+        self
+    }
+
+    /// Serves every service of this node (those given to [`serve`](Self::serve), before or
+    /// after, and to [`Node::serve`], and the built-in reflection and health services)
+    /// through `layer`: a tower [`Layer`](tower_layer::Layer)
+    /// whose service sees each incoming call before its method does, may refuse it
+    /// ([`IncomingCall::refuse`](crate::IncomingCall::refuse)), and learns its
+    /// [`Outcome`](crate::Outcome). See [`Layered`] for what the layer's service must be.
+    ///
+    /// Order: the first layer added is the outermost (it sees a call first and its outcome
+    /// last), as with tower's `ServiceBuilder`; a node's layers are outside the layers of a
+    /// [`Layered`] service. Calls the node refuses before routing them (unknown service,
+    /// over a limit, shutting down, malformed) reach no layer. Default: none, and then a call
+    /// costs nothing more.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: tower_layer::Layer<Handler> + Send + Sync + 'static,
+        Layered<L::Service>: Service,
+    {
+        self.layers.push(layer);
+        self
+    }
+
+    /// Runs `layer`'s hooks around every call this node makes, on any connection or peer:
+    /// before the call is sent (to add metadata, or fail it) and once it has ended. Layers run
+    /// `before` in the order added and `after` in the reverse order; a node's layers run
+    /// outside those of a target ([`Target::with_layer`](crate::Target::with_layer)).
+    /// Default: none, and then a call costs nothing more.
+    pub fn client_layer(mut self, layer: impl ClientLayer) -> Self {
+        self.config.client_layers = self.config.client_layers.with(Arc::new(layer));
         self
     }
 
@@ -435,6 +471,7 @@ impl NodeBuilder {
             key,
             services,
             builtins,
+            layers,
             gate,
         } = self;
         config.validate()?;
@@ -444,6 +481,6 @@ impl NodeBuilder {
             .next()
             .ok_or_else(|| Error::Config("no address to bind".into()))?;
         let key = key.unwrap_or_else(SecretKey::generate);
-        Node::start(config, key, services, builtins, addr, gate)
+        Node::start(config, key, services, builtins, layers, addr, gate)
     }
 }

@@ -34,6 +34,7 @@ use crate::health::{HealthReporter, HealthState};
 use crate::id::NodeId;
 use crate::identity::SecretKey;
 use crate::introspection::{HealthServer, NodeHealth, NodeReflection, ReflectionServer};
+use crate::layer::NodeLayers;
 use crate::service::{Service, Services};
 use crate::shared::Shared;
 use crate::tls::{self, ExpectedPeer};
@@ -78,6 +79,8 @@ struct NodeInner {
     transports: Transports,
     shared: Arc<Shared>,
     services: Arc<Services>,
+    /// The layers every service is served through.
+    layers: NodeLayers,
     /// The live connection to each peer, dials in progress and connection events.
     registry: Arc<Registry>,
     /// The health statuses the node reports.
@@ -115,6 +118,7 @@ impl Node {
         key: SecretKey,
         services: Vec<Arc<dyn Service>>,
         builtins: Builtins,
+        layers: NodeLayers,
         addr: SocketAddr,
         gate: Option<Gate>,
     ) -> Result<Node, Error> {
@@ -160,21 +164,21 @@ impl Node {
         let services_registry = Arc::new(Services::default());
         let health = HealthState::new(&services_registry);
         for service in services {
-            services_registry.add(service)?;
+            services_registry.add(layers.wrap(service))?;
         }
         // Then the built-in services, unless the application serves its own under their
-        // names.
+        // names. The node's layers cover them too.
         if builtins.reflection {
             let reflection = ReflectionServer::new(NodeReflection::new(&services_registry));
             if !services_registry.contains(reflection.name()) {
-                services_registry.add(Arc::new(reflection))?;
+                services_registry.add(layers.wrap(Arc::new(reflection)))?;
             }
         }
         if builtins.health {
             let service = NodeHealth::new(Arc::clone(&health), config.idle_stream_timeout);
             let service = HealthServer::new(service);
             if !services_registry.contains(service.name()) {
-                services_registry.add(Arc::new(service))?;
+                services_registry.add(layers.wrap(Arc::new(service)))?;
             }
         }
         let connections = Registry::new(key.public());
@@ -199,6 +203,7 @@ impl Node {
                 transports,
                 shared,
                 services: services_registry,
+                layers,
                 registry: connections,
                 health,
             }
@@ -226,14 +231,16 @@ impl Node {
         self.inner.local_addr
     }
 
-    /// Serves `service` on every connection, current and future.
+    /// Serves `service` on every connection, current and future, through the node's layers
+    /// ([`NodeBuilder::layer`]).
     ///
     /// # Errors
     ///
     /// [`Error::Config`] if the node already serves a service of the same name (see
     /// [`Service::name`]), built-in ones included; the node keeps serving that one.
     pub fn serve(&self, service: impl Service) -> Result<(), Error> {
-        self.inner.services.add(Arc::new(service))?;
+        let service = self.inner.layers.wrap(Arc::new(service));
+        self.inner.services.add(service)?;
         self.inner.health.changed();
         Ok(())
     }

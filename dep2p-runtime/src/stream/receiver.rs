@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::deadline::{Deadline, IdleTimer};
 use crate::error::Error;
 use crate::hold::Hold;
-use crate::metadata::{Metadata, MetadataReader, MetadataResult};
+use crate::metadata::{Metadata, MetadataReader, MetadataResult, ResponseMetadata};
 use crate::wire::{self, FrameReader, TAG_ITEM, TAG_RESULT, TAG_STATUS};
 
 /// The receiving half of a stream, shared by a [`Receiver`] and, on the calling side of
@@ -494,6 +494,18 @@ pub(crate) async fn read_result<R: DeserializeOwned>(
     reader.consume();
     reader.check_end()?;
     result
+}
+
+impl<R: 'static> Response<R> {
+    /// This response, completing as `wrap` of its future does.
+    pub(crate) fn wrap<F>(self, wrap: impl FnOnce(MetadataResult<R>) -> F) -> Self
+    where
+        F: Future<Output = (Result<R, Error>, ResponseMetadata)> + Send + 'static,
+    {
+        Response {
+            fut: Box::pin(wrap(self.fut)),
+        }
+    }
 }
 
 impl<R> Future for Response<R> {

@@ -82,7 +82,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn name(self) -> &'static str {
+    /// The kind's name, as logs and metrics label it: `"request-response"`, `"notification"`,
+    /// `"server-streaming"`, `"client-streaming"` or `"bidirectional-streaming"`.
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Unary => "request-response",
             Kind::Notify => "notification",
@@ -108,6 +110,7 @@ pub(crate) enum StatusCode {
     Overloaded = 9,
     Protocol = 10,
     IdleTimeout = 11,
+    PermissionDenied = 12,
 }
 
 impl StatusCode {
@@ -124,6 +127,7 @@ impl StatusCode {
             9 => StatusCode::Overloaded,
             10 => StatusCode::Protocol,
             11 => StatusCode::IdleTimeout,
+            12 => StatusCode::PermissionDenied,
             _ => return None,
         })
     }

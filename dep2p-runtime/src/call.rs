@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::connection::Connection;
 use crate::context::CallContext;
@@ -253,6 +254,18 @@ async fn observed<T>(
 trait Opened {
     /// The same handles, the response running `observer`'s `after` hooks at the call's end.
     fn observed(self, observer: Observer) -> Self;
+
+    /// The same handles, the response ending the call's span at the call's end.
+    fn traced(self, ending: trace::Ending) -> Self;
+}
+
+/// A response that logs the call's end in its span and closes it (see [`trace::Ending`]).
+fn trace_response<R: Send + 'static>(response: Response<R>, ending: trace::Ending) -> Response<R> {
+    response.wrap(|fut| async move {
+        let (result, metadata) = fut.instrument(ending.span().clone()).await;
+        ending.end(&result);
+        (result, metadata)
+    })
 }
 
 /// A response that runs `observer`'s `after` hooks with the call's result, or with
@@ -274,17 +287,29 @@ impl<T, R: Send + 'static> Opened for (Receiver<T>, Response<R>) {
     fn observed(self, observer: Observer) -> Self {
         (self.0, observe_response(self.1, observer))
     }
+
+    fn traced(self, ending: trace::Ending) -> Self {
+        (self.0, trace_response(self.1, ending))
+    }
 }
 
 impl<T, R: Send + 'static> Opened for (Sender<T>, Response<R>) {
     fn observed(self, observer: Observer) -> Self {
         (self.0, observe_response(self.1, observer))
     }
+
+    fn traced(self, ending: trace::Ending) -> Self {
+        (self.0, trace_response(self.1, ending))
+    }
 }
 
 impl<I, O, R: Send + 'static> Opened for (Sender<I>, Receiver<O>, Response<R>) {
     fn observed(self, observer: Observer) -> Self {
         (self.0, self.1, observe_response(self.2, observer))
+    }
+
+    fn traced(self, ending: trace::Ending) -> Self {
+        (self.0, self.1, trace_response(self.2, ending))
     }
 }
 
@@ -321,7 +346,13 @@ fn traced_stream<T: Opened + Send + 'static>(
     observer: Option<Observer>,
     fut: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> CallResult<T> {
-    Box::pin(trace::called(span, observed_stream(observer, fut)))
+    Box::pin(async move {
+        let (opened, ending) = trace::opening(span, observed_stream(observer, fut)).await?;
+        Ok(match ending {
+            Some(ending) => opened.traced(ending),
+            None => opened,
+        })
+    })
 }
 
 /// Records the peer of the call being made in its span.

@@ -55,3 +55,68 @@ pub(crate) async fn called<T>(
     };
     run.instrument(span).await
 }
+
+/// Opens a streaming call in `span`. A call that fails to open ends there, and its outcome is
+/// logged; an open one gives the [`Ending`] its response carries to the call's real end.
+/// `None` when nothing takes the span.
+pub(crate) async fn opening<T>(
+    span: tracing::Span,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<(T, Option<Ending>), Error> {
+    if span.is_disabled() {
+        return fut.await.map(|opened| (opened, None));
+    }
+    let started = Instant::now();
+    match fut.instrument(span.clone()).await {
+        Ok(opened) => Ok((
+            opened,
+            Some(Ending {
+                span,
+                started,
+                ended: false,
+            }),
+        )),
+        Err(err) => {
+            span.in_scope(|| {
+                tracing::debug!(outcome = err.name(), elapsed = ?started.elapsed(), "call ended");
+            });
+            Err(err)
+        }
+    }
+}
+
+/// The span of an open streaming call, held by its response: the call ends, and its span
+/// closes, when the response completes ([`end`](Self::end)) or is dropped (cancelled).
+pub(crate) struct Ending {
+    span: tracing::Span,
+    started: Instant,
+    ended: bool,
+}
+
+impl Ending {
+    /// The call's span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Logs the call's outcome, `result`, and its duration from its opening.
+    pub(crate) fn end<T>(mut self, result: &Result<T, Error>) {
+        self.log(outcome_name(result));
+    }
+
+    fn log(&mut self, outcome: &'static str) {
+        self.ended = true;
+        let elapsed = self.started.elapsed();
+        self.span.in_scope(|| {
+            tracing::debug!(outcome, elapsed = ?elapsed, "call ended");
+        });
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.log(Error::Cancelled.name());
+        }
+    }
+}

@@ -197,19 +197,41 @@ async fn a_streaming_call_span_ends_with_the_call() {
     let (mut tx, mut rx, result) = upper(&conn, "> ").await.unwrap();
     tx.send("a".to_string()).await.unwrap();
     assert_eq!(rx.next().await.unwrap().unwrap(), "> A");
-    // The handler still runs: its span is open.
+    // The call still runs: its spans are open on both sides.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!spans.has_closed_call("server", "upper"));
+    assert!(!spans.has_closed_call("client", "upper"));
     tx.finish().unwrap();
     assert!(rx.next().await.is_none());
     assert_eq!(result.await.unwrap(), Ok(1));
-    eventually("the server span to close", || {
-        spans.has_closed_call("server", "upper")
+    eventually("the spans to close", || {
+        spans.has_closed_call("server", "upper") && spans.has_closed_call("client", "upper")
     })
     .await;
-    let server_span = &spans.calls("server", "upper")[0];
-    assert_eq!(server_span.fields["kind"], "bidirectional-streaming");
-    assert_eq!(outcome(server_span).as_deref(), Some("ok"));
+    for side in ["server", "client"] {
+        let span = &spans.calls(side, "upper")[0];
+        assert_eq!(span.fields["kind"], "bidirectional-streaming");
+        assert_eq!(outcome(span).as_deref(), Some("ok"), "{side}");
+    }
+    // The caller's span covers the whole call, not only its opening: its single "call
+    // ended" event came after the items.
+    let client = &spans.calls("client", "upper")[0];
+    let ended = client
+        .events
+        .iter()
+        .filter(|e| e.get("message").map(String::as_str) == Some("call ended"))
+        .count();
+    assert_eq!(ended, 1, "{client:?}");
+
+    // A streaming call dropped before its end ends, on the caller, as cancelled.
+    let (tx, rx, result) = upper(&conn, "> ").await.unwrap();
+    drop((tx, rx, result));
+    eventually("the dropped call's client span to close", || {
+        spans.calls("client", "upper").len() == 2
+    })
+    .await;
+    let dropped = &spans.calls("client", "upper")[1];
+    assert_eq!(outcome(dropped).as_deref(), Some("cancelled"));
 }
 
 /// A served call's span is a child of its connection's span, so a subscriber that prints

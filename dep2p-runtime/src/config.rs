@@ -79,6 +79,11 @@ pub(crate) struct Config {
     pub(crate) advertise: Vec<std::net::SocketAddr>,
     /// Which messages this node compresses before sending them. Default: none.
     pub(crate) compression: Compression,
+    /// Whether this node accepts QUIC datagrams (and so `#[datagram]` calls). Default: true.
+    pub(crate) datagrams: bool,
+    /// Datagram handlers a connection may have running at once; a datagram arriving when all
+    /// are busy is dropped and counted. Default: 64.
+    pub(crate) max_datagram_handlers: usize,
 }
 
 impl Default for Config {
@@ -107,6 +112,8 @@ impl Default for Config {
             protocol_version: crate::wire::VERSION_NEWEST,
             advertise: Vec::new(),
             compression: Compression::off(),
+            datagrams: true,
+            max_datagram_handlers: 64,
         }
     }
 }
@@ -148,7 +155,10 @@ impl Config {
                 crate::wire::VERSION_NEWEST
             )));
         }
-        if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
+        if self.max_concurrent_calls == 0
+            || self.max_concurrent_streams == 0
+            || self.max_datagram_handlers == 0
+        {
             return err("concurrency limits must be at least 1");
         }
         if self.keep_alive_interval >= self.idle_connection_timeout {

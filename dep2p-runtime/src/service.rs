@@ -45,7 +45,7 @@ pub trait Service: Send + Sync + 'static {
 /// One method of a service: its name on the wire and its [`Kind`].
 ///
 /// The item of [`ServiceInfo::methods`]; on the wire, a postcard struct of the name (a
-/// string) and the kind (a varint, 0 to 4 as in the call header).
+/// string) and the kind (a varint, 0 to 4 as in the call header, 5 for a datagram method).
 ///
 /// ```
 /// use dep2p_runtime::{Kind, MethodInfo};

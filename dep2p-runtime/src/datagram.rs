@@ -287,7 +287,8 @@ pub struct DatagramStats {
     /// Datagrams given to a handler, once each.
     pub handled: u64,
     /// Dropped because every handler place of the connection was taken
-    /// ([`NodeBuilder::max_datagram_handlers`](crate::NodeBuilder::max_datagram_handlers)).
+    /// ([`NodeBuilder::max_datagram_handlers`](crate::NodeBuilder::max_datagram_handlers)),
+    /// or because the node is shutting down.
     pub dropped_busy: u64,
     /// Dropped for naming no datagram method this node serves, or arriving on a protocol
     /// version 1 connection.

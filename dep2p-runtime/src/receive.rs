@@ -32,6 +32,11 @@ async fn receive(link: Arc<Link>, services: Arc<Services>) {
         let Some(connection) = link.try_connection() else {
             return;
         };
+        if connection.is_shutting_down() {
+            // A node shutting down takes no new work.
+            state.dropped_busy();
+            continue;
+        }
         if connection.protocol_version() < 2 {
             state.dropped_unknown();
             continue;

@@ -6,7 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dep2p_runtime::{service, Datagram, DatagramContext, Error, Node, NodeBuilder};
+use dep2p_runtime::{
+    service, Datagram, DatagramContext, Error, Kind, MethodInfo, Node, NodeBuilder,
+    ReflectionClient, Unary,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -437,4 +440,29 @@ async fn two_datagram_methods_with_one_id_are_refused() {
         matches!(&err, Error::Config(m) if m.contains("0x9e4f20ff") && m.contains("m131206")),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn reflection_lists_datagram_methods_and_a_call_cannot_reach_one() {
+    let (service, mut seen) = recorder(true);
+    let server = bind(Node::builder().serve(TelemetryServer::new(service))).await;
+    let client = bind(Node::builder()).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    let listed = ReflectionClient::new(conn.clone()).list().await.unwrap();
+    let telemetry = listed.iter().find(|s| s.name() == "Telemetry").unwrap();
+    assert!(telemetry
+        .methods()
+        .contains(&MethodInfo::new("position", Kind::Datagram)));
+    // A datagram method is reached by datagrams only: a call of that name is unknown.
+    let call: Unary<(u32, Position), ()> = Unary::new(
+        &conn,
+        "Telemetry",
+        "position",
+        (1, Position { x: 0.0, y: 0.0 }),
+    );
+    assert!(matches!(call.await, Err(Error::UnknownMethod(_))));
+    assert!(seen.try_recv().is_err());
 }

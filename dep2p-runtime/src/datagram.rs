@@ -320,8 +320,8 @@ impl DatagramStats {
 ///
 /// # Cancel safety
 ///
-/// Dropping the future before it completes sends nothing, unless it was waiting for nothing
-/// more than QUIC to take the datagram.
+/// Cancel safe: the only wait is for a connection (through a `Peer` or a `PeerSet`), and
+/// dropping the future then sends nothing. Once it has a connection it sends without waiting.
 #[must_use = "a datagram call does nothing until it is awaited"]
 pub struct Datagram<A> {
     target: Target,

@@ -390,8 +390,14 @@ async fn datagrams_for_unknown_methods_are_dropped_and_counted() {
     Datagram::new(&conn, "Telemetry", "position", ("not", "a position"))
         .await
         .unwrap();
-    eventually("three datagrams read", || {
-        server_side.path_stats().datagrams.received == 3
+    // Bytes that are no dep2p datagram at all: an unknown format, a truncated head.
+    for raw in [&[0x09, 1, 2, 3][..], &[0x01, 0, 0]] {
+        conn.quic()
+            .send_datagram(bytes::Bytes::copy_from_slice(raw))
+            .unwrap();
+    }
+    eventually("five datagrams read", || {
+        server_side.path_stats().datagrams.received == 5
     })
     .await;
     let stats = server_side.path_stats().datagrams;
@@ -401,7 +407,7 @@ async fn datagrams_for_unknown_methods_are_dropped_and_counted() {
             stats.dropped_undecodable,
             stats.handled
         ),
-        (2, 1, 0)
+        (2, 3, 0)
     );
     assert!(seen.try_recv().is_err());
     assert_eq!(
@@ -465,4 +471,33 @@ async fn reflection_lists_datagram_methods_and_a_call_cannot_reach_one() {
     );
     assert!(matches!(call.await, Err(Error::UnknownMethod(_))));
     assert!(seen.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_peer_target_sends_once_connected() {
+    let (service, mut seen) = recorder(true);
+    let server = bind(Node::builder().serve(TelemetryServer::new(service))).await;
+    let client = bind(Node::builder()).await;
+    let telemetry = TelemetryClient::new(client.peer(server.node_addr()));
+    // The first datagram waits for the connection the peer dials; loopback may still lose
+    // one, so send until one is handled.
+    let handled = async {
+        for index in 0.. {
+            telemetry
+                .position(index, Position { x: 1.0, y: 2.0 })
+                .await
+                .unwrap();
+            if let Ok(Some(seen)) =
+                tokio::time::timeout(Duration::from_millis(200), seen.recv()).await
+            {
+                return seen;
+            }
+        }
+        unreachable!()
+    };
+    let first = tokio::time::timeout(Duration::from_secs(5), handled)
+        .await
+        .unwrap();
+    assert_eq!(first.sequence, u64::from(first.value));
+    assert_eq!(first.context.connection().remote_id(), client.id());
 }

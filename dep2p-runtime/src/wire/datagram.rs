@@ -99,6 +99,8 @@ mod tests {
             hash = (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193);
         }
         assert_eq!(method_id("a", "b"), hash);
+        // The example docs/PROTOCOL.md gives.
+        assert_eq!(method_id("a", "b"), 0x3a8e_75c1);
         assert_ne!(method_id("ab", "c"), method_id("a", "bc"));
     }
 

@@ -252,6 +252,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::ServerStream => "server-streaming",
         Kind::ClientStream => "client-streaming",
         Kind::Bidi => "bidirectional-streaming",
+        Kind::Datagram => "datagram",
     }
 }
 

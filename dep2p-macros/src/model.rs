@@ -14,8 +14,8 @@ use syn::{
 
 use crate::parse::Options;
 use crate::symbol::{
-    BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DEFAULT_CRATE, IDEMPOTENT, NOTIFY,
-    NOT_STREAM_ENDS, OPT_NAME, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
+    BIDI, CARRIED_ATTRS, CLIENT_STREAM, COMPILER_ATTRS, DATAGRAM, DEFAULT_CRATE, IDEMPOTENT,
+    NOTIFY, NOT_STREAM_ENDS, OPT_NAME, RECEIVER, RPC, RUNTIME_PACKAGE, SENDER, SERVER_STREAM,
 };
 
 /// A `#[service]` trait.
@@ -86,6 +86,8 @@ pub(crate) enum Kind {
     ClientStream,
     /// Both directions (the handler holds a `Receiver` and a `Sender`).
     Bidi,
+    /// One unreliable QUIC datagram, no response.
+    Datagram,
 }
 
 /// A parameter of a method (other than the receiver).
@@ -110,12 +112,13 @@ pub(crate) enum Role<'a> {
 
 impl Kind {
     /// Every kind, with the attribute that selects it.
-    pub(crate) const ALL: [(Kind, &'static str); 5] = [
+    pub(crate) const ALL: [(Kind, &'static str); 6] = [
         (Kind::Rpc, RPC),
         (Kind::Notify, NOTIFY),
         (Kind::ServerStream, SERVER_STREAM),
         (Kind::ClientStream, CLIENT_STREAM),
         (Kind::Bidi, BIDI),
+        (Kind::Datagram, DATAGRAM),
     ];
 
     /// The attribute that selects this kind.

@@ -21,6 +21,8 @@ pub(crate) const SERVER_STREAM: &str = "server_stream";
 pub(crate) const CLIENT_STREAM: &str = "client_stream";
 /// Method attribute: streams in both directions.
 pub(crate) const BIDI: &str = "bidi";
+/// Method attribute: one unreliable, unordered QUIC datagram, no response.
+pub(crate) const DATAGRAM: &str = "datagram";
 
 /// Method attribute: a request-response method that may run more than once for one call, so a
 /// call through a peer may be retried after its connection failed mid-call.

@@ -39,6 +39,10 @@ fn all_kinds() {
                 #[notify]
                 async fn typing(&self, user: String);
 
+                /// Where the cursor is, as often as it moves.
+                #[datagram]
+                async fn cursor(&self, x: u16, y: u16);
+
                 #[server_stream]
                 async fn history(&self, room: String, out: Sender<Message>) -> Result<(), ChatError>;
 

@@ -362,9 +362,10 @@ fn idempotent_only_on_rpc(method: &Method<'_>, errors: &mut Errors) {
     );
 }
 
-/// A notification has no response, so nothing could carry a return value.
+/// A notification or a datagram has no response, so nothing could carry a return value.
 fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
-    if method.kind_attrs.len() > 1 || method.kind() != Kind::Notify {
+    let kind = method.kind();
+    if method.kind_attrs.len() > 1 || !matches!(kind, Kind::Notify | Kind::Datagram) {
         return;
     }
     if let Some(output) = method.output {
@@ -372,8 +373,11 @@ fn notify_returns_nothing(method: &Method<'_>, errors: &mut Errors) {
         if !unit {
             errors.spanned(
                 output,
-                "`#[notify]` methods return nothing: no response is sent \
-                 (use a request-response method to get a value back)",
+                format_args!(
+                    "`#[{}]` methods return nothing: no response is sent \
+                     (use a request-response method to get a value back)",
+                    kind.attr_name()
+                ),
             );
         }
     }
@@ -451,6 +455,7 @@ fn describe(kind: Kind) -> &'static str {
         Kind::ServerStream => "`#[server_stream]`",
         Kind::ClientStream => "`#[client_stream]`",
         Kind::Bidi => "`#[bidi]`",
+        Kind::Datagram => "`#[datagram]`",
     }
 }
 

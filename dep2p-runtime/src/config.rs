@@ -82,6 +82,11 @@ pub(crate) struct Config {
     pub(crate) compression: Compression,
     /// Hooks run around every call this node makes. Default: none.
     pub(crate) client_layers: ClientLayers,
+    /// Whether this node accepts QUIC datagrams (and so `#[datagram]` calls). Default: true.
+    pub(crate) datagrams: bool,
+    /// Datagram handlers a connection may have running at once; a datagram arriving when all
+    /// are busy is dropped and counted. Default: 64.
+    pub(crate) max_datagram_handlers: usize,
 }
 
 impl Default for Config {
@@ -111,6 +116,8 @@ impl Default for Config {
             advertise: Vec::new(),
             compression: Compression::off(),
             client_layers: ClientLayers::default(),
+            datagrams: true,
+            max_datagram_handlers: 64,
         }
     }
 }
@@ -152,7 +159,10 @@ impl Config {
                 crate::wire::VERSION_NEWEST
             )));
         }
-        if self.max_concurrent_calls == 0 || self.max_concurrent_streams == 0 {
+        if self.max_concurrent_calls == 0
+            || self.max_concurrent_streams == 0
+            || self.max_datagram_handlers == 0
+        {
             return err("concurrency limits must be at least 1");
         }
         if self.keep_alive_interval >= self.idle_connection_timeout {

@@ -202,6 +202,12 @@ impl Link {
     pub(crate) fn config(&self) -> &Config {
         self.shared.config()
     }
+
+    /// The connection's typed state (the application's, and the runtime's own under private
+    /// types).
+    pub(crate) fn state(&self) -> &StateMap {
+        &self.state
+    }
 }
 
 impl Claimed for Link {

@@ -30,6 +30,7 @@ pub(crate) fn spawn<T: Send + 'static>(link: Arc<Link>, services: Arc<Services>,
         direction = ?link.direction(),
         address = %link.quic().remote_address(),
     );
+    crate::receive::spawn(&link, &services);
     let run = async move {
         serve(Arc::clone(&link), services).await;
         if let Some(reason) = link.quic().close_reason() {

@@ -97,6 +97,11 @@ pub enum Error {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The peer, or the connection to it, does not support what was asked: a `#[datagram]`
+    /// call to a peer that does not accept QUIC datagrams or speaks protocol version 1.
+    /// Reported at the call, before anything is sent.
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -143,6 +148,7 @@ impl Error {
             Error::Io(_) => "io",
             Error::InvalidKey(_) => "invalid_key",
             Error::Config(_) => "config",
+            Error::Unsupported(_) => "unsupported",
         }
     }
 

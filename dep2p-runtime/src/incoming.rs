@@ -407,7 +407,12 @@ pub(crate) async fn reject(
     err: Error,
 ) -> Outcome {
     if let Some(send) = send {
-        let frame = wire::encode_status(err.status_code(), &err.status_message());
+        let mut code = err.status_code();
+        if code == wire::StatusCode::PermissionDenied && conn.protocol_version() < 2 {
+            // Version 1 has no such code (`docs/PROTOCOL.md`, section 8).
+            code = wire::StatusCode::HandlerFailed;
+        }
+        let frame = wire::encode_status(code, &err.status_message());
         end_stream(conn, send, frame).await;
     }
     Outcome::Failed(err)

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use tower_layer::Layer;
 
+use crate::datagram::IncomingDatagram;
 use crate::error::Error;
 use crate::incoming::{CallFuture, IncomingCall};
 use crate::outcome::Outcome;
@@ -113,6 +114,8 @@ pub struct Layered<S> {
     name: String,
     /// The wrapped service's methods, for the reflection service.
     methods: &'static [MethodInfo],
+    /// The wrapped service itself, for its datagrams: they reach no layer.
+    inner: Arc<dyn Service>,
     /// Behind a lock, only to clone it: tower services need not be `Sync`.
     service: Mutex<S>,
 }
@@ -142,6 +145,7 @@ impl<S> Layered<S> {
         Layered {
             name: service.name().to_string(),
             methods: service.methods(),
+            inner: Arc::clone(&service),
             service: Mutex::new(layer.layer(Handler { service })),
         }
     }
@@ -159,6 +163,10 @@ where
 
     fn methods(&self) -> &'static [MethodInfo] {
         self.methods
+    }
+
+    fn datagram(&self, datagram: IncomingDatagram) -> CallFuture {
+        self.inner.datagram(datagram)
     }
 
     fn call(&self, call: IncomingCall) -> CallFuture {

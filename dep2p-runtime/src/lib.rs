@@ -37,7 +37,7 @@
 //! # }
 //! ```
 //!
-//! The five kinds of method, their errors, deadlines, cancellation and limits are described in
+//! The six kinds of method, their errors, deadlines, cancellation and limits are described in
 //! the crate's README; the wire protocol in `docs/PROTOCOL.md`.
 #![warn(missing_docs)]
 
@@ -69,6 +69,7 @@ mod shared;
 
 mod call;
 mod context;
+mod datagram;
 mod dispatch;
 mod health;
 mod incoming;
@@ -76,6 +77,7 @@ mod introspection;
 mod layer;
 #[cfg(feature = "opentelemetry")]
 mod otel;
+mod receive;
 mod service;
 mod target;
 mod trace;
@@ -99,6 +101,7 @@ pub use call::{
 };
 pub use connection::{Connection, Direction};
 pub use context::CallContext;
+pub use datagram::{Datagram, DatagramContext, DatagramStats, IncomingDatagram, PathStats};
 pub use error::Error;
 pub use health::{HealthReporter, HealthStatus};
 pub use id::{NodeId, ParseNodeIdError};
@@ -139,6 +142,7 @@ pub mod __private {
     pub use ::std::sync::Arc;
 
     pub use crate::call::{Bidi, ClientStreaming, Notify, ServerStreaming, Unary};
+    pub use crate::datagram::{Datagram, IncomingDatagram};
     pub use crate::incoming::{CallFuture, IncomingCall};
     pub use crate::service::{MethodInfo, Service};
     pub use crate::wire::Kind;

@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::datagram::IncomingDatagram;
 use crate::error::Error;
 use crate::incoming::{CallFuture, IncomingCall};
 use crate::wire::Kind;
@@ -31,12 +32,20 @@ pub trait Service: Send + Sync + 'static {
     fn methods(&self) -> &'static [MethodInfo] {
         &[]
     }
+
+    /// Routes one incoming datagram to its `#[datagram]` method. A datagram reaches the
+    /// service only for a method that [`methods`](Self::methods) lists as
+    /// [`Kind::Datagram`]. Default: no datagram methods (the datagram is dropped and
+    /// counted).
+    fn datagram(&self, datagram: IncomingDatagram) -> CallFuture {
+        datagram.unknown_method()
+    }
 }
 
 /// One method of a service: its name on the wire and its [`Kind`].
 ///
 /// The item of [`ServiceInfo::methods`]; on the wire, a postcard struct of the name (a
-/// string) and the kind (a varint, 0 to 4 as in the call header).
+/// string) and the kind (a varint, 0 to 4 as in the call header, 5 for a datagram method).
 ///
 /// ```
 /// use dep2p_runtime::{Kind, MethodInfo};
@@ -105,7 +114,13 @@ impl ServiceInfo {
 #[derive(Default)]
 pub(crate) struct Services {
     map: RwLock<HashMap<String, Arc<dyn Service>>>,
+    /// The datagram methods served, by their id on the wire: the service, the name it is
+    /// served under, and the method's name.
+    datagrams: RwLock<HashMap<u32, DatagramRoute>>,
 }
+
+/// Where a datagram method's datagrams go: the service, its name, the method's name.
+pub(crate) type DatagramRoute = (Arc<dyn Service>, Arc<str>, &'static str);
 
 impl fmt::Debug for Services {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -137,13 +152,46 @@ impl Services {
         list
     }
 
+    /// The datagram method with the wire id `id`, if one is served.
+    pub(crate) fn datagram_route(&self, id: u32) -> Option<DatagramRoute> {
+        let datagrams = self.datagrams.read().unwrap_or_else(|e| e.into_inner());
+        datagrams.get(&id).cloned()
+    }
+
     /// Adds `service`. Fails with [`Error::Config`] if a service of the same name is served
-    /// already: calls meant for one would reach the other.
+    /// already (calls meant for one would reach the other), or if one of its datagram methods
+    /// has the same id on the wire as another served (`docs/PROTOCOL.md`, "Datagrams").
     pub(crate) fn add(&self, service: Arc<dyn Service>) -> Result<(), Error> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut datagrams = self.datagrams.write().unwrap_or_else(|e| e.into_inner());
+        let name: Arc<str> = Arc::from(service.name());
+        let mut routes: Vec<(u32, &'static str)> = Vec::new();
+        for info in service.methods() {
+            if info.kind() != Kind::Datagram {
+                continue;
+            }
+            let id = crate::wire::method_id(&name, info.name());
+            let clash = datagrams
+                .get(&id)
+                .map(|(_, other, method)| format!("{other}.{method}"))
+                .or_else(|| {
+                    (routes.iter().find(|(other, _)| *other == id))
+                        .map(|(_, method)| format!("{name}.{method}"))
+                });
+            if let Some(clash) = clash {
+                return Err(Error::Config(format!(
+                    "the datagram methods {name}.{} and {clash} have the same id on the wire                      ({id:#010x}): rename one of them",
+                    info.name()
+                )));
+            }
+            routes.push((id, info.name()));
+        }
         match map.entry(service.name().to_string()) {
             Entry::Occupied(entry) => Err(served_twice(entry.key())),
             Entry::Vacant(entry) => {
+                for (id, method) in routes {
+                    datagrams.insert(id, (Arc::clone(&service), Arc::clone(&name), method));
+                }
                 entry.insert(service);
                 Ok(())
             }
@@ -210,5 +258,9 @@ impl<S: Service> Service for Renamed<S> {
 
     fn methods(&self) -> &'static [MethodInfo] {
         self.service.methods()
+    }
+
+    fn datagram(&self, datagram: IncomingDatagram) -> CallFuture {
+        self.service.datagram(datagram)
     }
 }

@@ -256,6 +256,31 @@ async fn connect(client: &Node, server: &Node) -> Connection {
         .expect("connect")
 }
 
+/// Version 1 has no PermissionDenied code: a version 1 caller is told HandlerFailed, with
+/// the refusal's message.
+#[tokio::test]
+async fn a_version_1_caller_gets_a_refusal_as_handler_failed() {
+    let log = Log::default();
+    let layer = Record {
+        require_token: true,
+        ..Record::new("auth", &log)
+    };
+    let server = bind(
+        Node::builder()
+            .layer(layer)
+            .serve(GuardedServer::new(Impl::default())),
+    )
+    .await;
+    let client = bind(Node::builder().protocol_version(1)).await;
+    let conn = connect(&client, &server).await;
+    assert_eq!(conn.protocol_version(), 1);
+    let err = GuardedClient::new(conn).echo("x".into()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::HandlerFailed(ref m) if m.contains("no token")),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn refusal_reaches_the_caller_for_every_kind() {
     let log = Log::default();

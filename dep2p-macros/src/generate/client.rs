@@ -156,7 +156,7 @@ fn call_type(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
     let received = method.sender_item().map_or_else(unit, |ty| quote!(#ty));
     match method.kind() {
         Kind::Rpc => quote!(#constructor<#args, #output>),
-        Kind::Notify => quote!(#constructor<#args>),
+        Kind::Notify | Kind::Datagram => quote!(#constructor<#args>),
         Kind::ServerStream => quote!(#constructor<#args, #received, #output>),
         Kind::ClientStream => quote!(#constructor<#args, #sent, #output>),
         Kind::Bidi => quote!(#constructor<#args, #sent, #received, #output>),
@@ -172,6 +172,7 @@ fn call_constructor(cx: &Cx<'_>, kind: Kind) -> TokenStream {
         Kind::ServerStream => quote!(#krate::ServerStreaming),
         Kind::ClientStream => quote!(#krate::ClientStreaming),
         Kind::Bidi => quote!(#krate::Bidi),
+        Kind::Datagram => quote!(#krate::Datagram),
     }
 }
 

@@ -172,10 +172,26 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
         .filter(|ty| seen.insert(ty.to_token_stream().to_string()))
         .map(|ty| quote!(#private::Checked<#s, #ty>: #private::Message));
     let where_clause = params.where_clause(krate, Some(quote!(#s: #trait_path #(, #checked)*)));
-    let wire_name = service.wire_name();
-    let arms = service.methods.iter().map(|method| arm(cx, s, method));
-    let infos = service.methods.iter().map(|method| method_info(cx, method));
     let call = call_ident();
+    let wire_name = service.wire_name();
+    // Datagram methods are reached through `datagram`, never through a call.
+    let (datagrams, calls): (Vec<&Method<'_>>, Vec<&Method<'_>>) = service
+        .methods
+        .iter()
+        .partition(|method| method.kind() == Kind::Datagram);
+    let arms = calls.iter().map(|method| arm(cx, s, method));
+    let datagram_fn = (!datagrams.is_empty()).then(|| {
+        let arms = datagrams.iter().map(|method| arm(cx, s, method));
+        quote! {
+            fn datagram(&self, #call: #private::IncomingDatagram) -> #private::CallFuture {
+                match #call.method() {
+                    #(#arms)*
+                    _ => #call.unknown_method(),
+                }
+            }
+        }
+    });
+    let infos = service.methods.iter().map(|method| method_info(cx, method));
     quote! {
         #[automatically_derived]
         #[allow(deprecated)]
@@ -195,6 +211,8 @@ fn service_impl(cx: &Cx<'_>, s: &Ident) -> TokenStream {
                 const __METHODS: &[#private::MethodInfo] = &[#(#infos),*];
                 __METHODS
             }
+
+            #datagram_fn
         }
     }
 }
@@ -212,6 +230,7 @@ fn method_info(cx: &Cx<'_>, method: &Method<'_>) -> TokenStream {
             Kind::ServerStream => "ServerStream",
             Kind::ClientStream => "ClientStream",
             Kind::Bidi => "Bidi",
+            Kind::Datagram => "Datagram",
         }
     );
     quote! {
@@ -256,6 +275,7 @@ fn arm(cx: &Cx<'_>, s: &Ident, method: &Method<'_>) -> TokenStream {
         Kind::ServerStream => "server_stream",
         Kind::ClientStream => "client_stream",
         Kind::Bidi => "bidi",
+        Kind::Datagram => "serve",
     };
     // Spanned at the method, so that a message type the runtime cannot carry is reported in
     // the trait rather than at the attribute.

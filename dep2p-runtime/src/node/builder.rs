@@ -402,6 +402,24 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether the node accepts QUIC datagrams, and so serves `#[datagram]` methods. A node
+    /// that does not says so in its transport parameters; a peer calling a datagram method on
+    /// it gets [`Error::Unsupported`](crate::Error::Unsupported) at once. Its own datagram
+    /// calls still work towards peers that accept them. Default: true (quinn's receive buffer
+    /// of 1,250,000 bytes of datagrams not yet read, oldest dropped first).
+    pub fn datagrams(mut self, accept: bool) -> Self {
+        self.config.datagrams = accept;
+        self
+    }
+
+    /// `#[datagram]` handlers a connection may have running at once. A datagram that arrives
+    /// when all are busy is dropped, not queued, and counted in
+    /// [`DatagramStats::dropped_busy`](crate::DatagramStats::dropped_busy). Default: 64.
+    pub fn max_datagram_handlers(mut self, handlers: usize) -> Self {
+        self.config.max_datagram_handlers = handlers;
+        self
+    }
+
     /// Which messages the node compresses before sending them, per method and from which
     /// size (see [`Compression`](crate::Compression)); a single call can override its
     /// method's setting with [`Call::compress`](crate::Call::compress). Only connections

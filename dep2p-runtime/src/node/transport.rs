@@ -30,6 +30,10 @@ pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::Transp
         .stream_receive_window(config.stream_window.into())
         .receive_window(config.connection_window.into())
         .send_window(u64::from(config.connection_window).min(SEND_WINDOW));
+    if !config.datagrams {
+        // Tells peers, in the transport parameters, that no datagram is accepted.
+        t.datagram_receive_buffer_size(None);
+    }
     if loopback && config.fast_loopback {
         let mut discovery = quinn::MtuDiscoveryConfig::default();
         discovery.upper_bound(MAX_UDP_PAYLOAD);

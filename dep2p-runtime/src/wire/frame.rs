@@ -79,6 +79,9 @@ pub enum Kind {
     ClientStream = 3,
     /// Both directions stream.
     Bidi = 4,
+    /// One unreliable, unordered QUIC datagram, no response (`#[datagram]`). Never in a call
+    /// header: a CALL frame of this kind is refused.
+    Datagram = 5,
 }
 
 impl Kind {
@@ -91,6 +94,7 @@ impl Kind {
             Kind::ServerStream => "server-streaming",
             Kind::ClientStream => "client-streaming",
             Kind::Bidi => "bidirectional-streaming",
+            Kind::Datagram => "datagram",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod budget;
 mod compress;
+mod datagram;
 mod error;
 mod frame;
 mod header;
@@ -11,6 +12,7 @@ mod reader;
 pub(crate) use budget::{hold, Budget};
 pub use compress::Compression;
 pub(crate) use compress::{unpack_into, unpacked_len, Pack, TAG_CALL_PACKED};
+pub(crate) use datagram::{decode_datagram, encode_datagram, method_id, DatagramHead};
 pub(crate) use error::WireError;
 pub(crate) use frame::*;
 pub use frame::{Kind, ALPN, ALPN_V1};

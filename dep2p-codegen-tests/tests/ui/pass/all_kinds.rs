@@ -34,6 +34,9 @@ pub trait Chat {
     #[notify]
     async fn typing(&self, user: String);
 
+    #[datagram]
+    async fn cursor(&self, x: u16, y: u16);
+
     /// A stream of responses.
     #[server_stream]
     async fn history(&self, room: String, out: Sender<Message>) -> Result<(), ChatError>;
@@ -76,6 +79,8 @@ impl Chat for ChatImpl {
 
     async fn typing(&self, _user: String) {}
 
+    async fn cursor(&self, _x: u16, _y: u16) {}
+
     async fn history(&self, _room: String, _out: Sender<Message>) -> Result<(), ChatError> {
         Ok(())
     }
@@ -98,6 +103,7 @@ impl Chat for ChatImpl {
 async fn caller(conn: Connection) -> Result<u64, Box<dyn std::error::Error>> {
     let chat = ChatClient::new(conn);
     let _typing = chat.clone().typing(String::from("me"));
+    chat.cursor(3, 4).await?;
     let _history = chat.history(String::from("room"));
     let _upload = chat.upload(String::from("file"));
     let _talk = chat.talk(String::from("room"));

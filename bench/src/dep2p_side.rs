@@ -100,9 +100,12 @@ impl Bench for Handlers {
 pub(crate) async fn serve(
     addr: SocketAddr,
     limit: Option<u32>,
+    fast_loopback: bool,
     state: Arc<ServerState>,
 ) -> (Node, SocketAddr, String) {
-    let mut builder = Node::builder().serve(BenchServer::new(Handlers { state }));
+    let mut builder = Node::builder()
+        .fast_loopback(fast_loopback)
+        .serve(BenchServer::new(Handlers { state }));
     if let Some(limit) = limit {
         // That many streams need small stream windows for a connection window that holds
         // them all (the node refuses one that streams nobody reads could fill).
@@ -126,7 +129,12 @@ pub(crate) struct Client {
 }
 
 async fn client_node() -> Node {
+    client_node_with(true).await
+}
+
+async fn client_node_with(fast_loopback: bool) -> Node {
     Node::builder()
+        .fast_loopback(fast_loopback)
         .bind("127.0.0.1:0")
         .await
         .expect("bind the dep2p client")
@@ -138,7 +146,12 @@ fn parse_id(id: &str) -> NodeId {
 
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr, id: &str) -> Client {
-        let node = client_node().await;
+        Client::connect_with(addr, id, true).await
+    }
+
+    /// As [`connect`](Self::connect), with the client node's `fast_loopback` setting.
+    pub(crate) async fn connect_with(addr: SocketAddr, id: &str, fast_loopback: bool) -> Client {
+        let node = client_node_with(fast_loopback).await;
         let conn = node
             .connect(addr, parse_id(id))
             .await

@@ -188,7 +188,12 @@ fn scale_row(key: &str) -> Option<((u8, u64, u8), String, String)> {
     let stem = &rest[..rest.len() - figure.0.len()];
     let (group, n, workload) = if let Some(n) = stem.strip_prefix("conns_") {
         let n: u64 = n.parse().ok()?;
-        (0, n, format!("scale: {} connections", number(n as f64)))
+        let count = if n >= 1000 {
+            number(n as f64)
+        } else {
+            n.to_string()
+        };
+        (0, n, format!("scale: {count} connections"))
     } else if let Some(n) = stem.strip_prefix("size_") {
         let n: u64 = n.parse().ok()?;
         let size = if n >= 1024 * 1024 {
@@ -326,13 +331,20 @@ fn cell(spread: Option<Spread>, fmt: fn(f64) -> String) -> String {
 
 /// The tables, in Markdown, followed by the notes.
 pub(crate) fn tables(summary: &[Summary], notes: &[String]) -> String {
-    let mut out = table(summary, ROWS);
-    out.push_str(
-        "\nCPU time of each process (all threads, from /proc/<pid>/task/*/schedstat), and \
+    let has = |rows: &[(&str, &str, &str)]| {
+        rows.iter()
+            .any(|(key, _, _)| summary.iter().any(|s| s.key == *key))
+    };
+    let mut out = String::new();
+    if has(ROWS) || has(CPU_ROWS) {
+        out.push_str(&table(summary, ROWS));
+        out.push_str(
+            "\nCPU time of each process (all threads, from /proc/<pid>/task/*/schedstat), and \
          datagrams the kernel dropped for a full socket receive buffer (RcvbufErrors in \
          /proc/net/snmp, machine-wide):\n\n",
-    );
-    out.push_str(&table(summary, CPU_ROWS));
+        );
+        out.push_str(&table(summary, CPU_ROWS));
+    }
     if summary
         .iter()
         .any(|s| s.key.starts_with("unary_instr_") || s.key.starts_with("unary_syscalls_"))

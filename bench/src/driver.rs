@@ -130,6 +130,7 @@ pub(crate) fn run(args: DriverArgs) {
 
     let summary = report::summarize(&rounds);
     let mut notes = notes(sizes, &args.workloads, args.quinn_profile, wall);
+    notes.push(report::provenance());
     for note in extra_notes {
         if !notes.contains(&note) {
             notes.push(note);

@@ -407,6 +407,40 @@ fn machine() -> Value {
     })
 }
 
+/// The commit the program runs from, with `+changes` when tracked files differ from it; `None`
+/// outside a git work tree or without git.
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"])?;
+    let changed =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if changed {
+        format!("{head}+changes")
+    } else {
+        head
+    })
+}
+
+/// One line naming the machine and the commit, for the notes under the tables.
+pub(crate) fn provenance() -> String {
+    let m = machine();
+    format!(
+        "Machine: {} CPU(s), {}, Linux {}; commit {}.",
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("unknown CPU"),
+        m["kernel"].as_str().unwrap_or("?"),
+        commit().unwrap_or_else(|| "unknown".to_string()),
+    )
+}
+
 pub(crate) fn json(
     sizes: &Sizes,
     quick: bool,
@@ -431,6 +465,7 @@ pub(crate) fn json(
         "quick": quick,
         "wall_seconds": wall.as_secs_f64(),
         "machine": machine(),
+        "commit": commit(),
         "sizes": sizes,
         "notes": notes,
         "summary": summary,

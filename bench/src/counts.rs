@@ -205,7 +205,7 @@ pub(crate) fn measure(
 }
 
 /// The `calls` mode: connects to a server, makes `calls` sequential echo calls of `size`
-/// bytes (each result checked), and exits.
+/// bytes (each result checked) in a task on the runtime's workers, and exits.
 pub(crate) fn run_client(
     imp: Impl,
     addr: std::net::SocketAddr,
@@ -215,10 +215,12 @@ pub(crate) fn run_client(
     profile: Profile,
 ) -> ! {
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
-    runtime.block_on(async {
+    let id = id.to_string();
+    // As a task on the runtime's workers, as in the timed workloads.
+    let calls = async move {
         match imp {
             Impl::Dep2p => {
-                let c = crate::dep2p_side::Client::connect(addr, id).await;
+                let c = crate::dep2p_side::Client::connect(addr, &id).await;
                 c.echo_sequential(0, calls, size, None).await;
             }
             Impl::Quinn => {
@@ -226,7 +228,10 @@ pub(crate) fn run_client(
                 c.echo_sequential(0, calls, size, None).await;
             }
         }
-    });
+    };
+    runtime
+        .block_on(tokio::spawn(calls))
+        .expect("the calls task");
     drop(runtime);
     std::process::exit(0)
 }

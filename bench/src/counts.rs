@@ -229,9 +229,8 @@ pub(crate) fn run_client(
             }
         }
     };
-    runtime
-        .block_on(tokio::spawn(calls))
-        .expect("the calls task");
+    let task = runtime.spawn(calls);
+    runtime.block_on(task).expect("the calls task");
     drop(runtime);
     std::process::exit(0)
 }

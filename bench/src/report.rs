@@ -193,7 +193,8 @@ fn scale_row(key: &str) -> Option<((u8, u64, u8), String, String)> {
         } else {
             n.to_string()
         };
-        (0, n, format!("scale: {count} connections"))
+        let noun = if n == 1 { "connection" } else { "connections" };
+        (0, n, format!("scale: {count} {noun}"))
     } else if let Some(n) = stem.strip_prefix("size_") {
         let n: u64 = n.parse().ok()?;
         let size = if n >= 1024 * 1024 {

@@ -42,6 +42,14 @@ impl Tool {
         }
     }
 
+    /// What the tool counts.
+    fn what(self) -> &'static str {
+        match self {
+            Tool::Callgrind => "instructions",
+            Tool::Strace => "system calls",
+        }
+    }
+
     /// Whether the tool runs here.
     pub(crate) fn available(self) -> bool {
         Command::new(self.program())
@@ -179,7 +187,7 @@ pub(crate) fn measure(
             notes.push(format!(
                 "{} not found: {} per call not counted.",
                 tool.program(),
-                tool.key()
+                tool.what()
             ));
             continue;
         }
@@ -196,7 +204,7 @@ pub(crate) fn measure(
             }
             Err(err) => notes.push(format!(
                 "{} per call not counted for {imp}: {err}",
-                tool.key()
+                tool.what()
             )),
         }
     }

@@ -50,10 +50,18 @@ impl Tool {
         }
     }
 
-    /// Whether the tool runs here.
-    pub(crate) fn available(self) -> bool {
-        Command::new(self.program())
-            .arg("--version")
+    /// Whether the tool is installed and can run this program here (tracing may be
+    /// forbidden, as in some containers): runs `dep2p-bench --help` under it.
+    fn available(self, dir: &Path) -> bool {
+        let prefix = self.prefix(&dir.join(format!("{}-probe.out", self.key())));
+        let Ok(exe) = std::env::current_exe() else {
+            return false;
+        };
+        Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .arg(exe)
+            .arg("--help")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -183,9 +191,9 @@ pub(crate) fn measure(
     let dir = scratch();
     let mut notes = Vec::new();
     for tool in Tool::ALL {
-        if !tool.available() {
+        if !tool.available(&dir) {
             notes.push(format!(
-                "{} not found: {} per call not counted.",
+                "{} not found or cannot run here: {} per call not counted.",
                 tool.program(),
                 tool.what()
             ));

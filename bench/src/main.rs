@@ -56,7 +56,8 @@ prints a Markdown table of medians (min–max) over rounds with dep2p ÷ quinn r
                  initial congestion window of ten datagrams, 4 MiB socket buffers
 
 `counts` (instructions and system calls per unary call) runs server and client processes
-under valgrind --tool=callgrind and strace -f -c; a tool that is missing is skipped with a note.
+under valgrind --tool=callgrind and strace -f -c; a tool that is missing or cannot trace here
+is skipped with a note.
 
 `calls` connects to a server, makes N sequential checked echo calls and exits (the client
 process the counts are taken of).

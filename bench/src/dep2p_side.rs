@@ -106,10 +106,13 @@ impl ClientLayer for NoopLayer {}
 pub(crate) async fn serve(
     addr: SocketAddr,
     limit: Option<u32>,
+    fast_loopback: bool,
     state: Arc<ServerState>,
     layered: bool,
 ) -> (Node, SocketAddr, String) {
-    let mut builder = Node::builder().serve(BenchServer::new(Handlers { state }));
+    let mut builder = Node::builder()
+        .fast_loopback(fast_loopback)
+        .serve(BenchServer::new(Handlers { state }));
     if layered {
         // A pass-through layer: each call goes through a layered service, not its handler
         // directly.
@@ -137,8 +140,8 @@ pub(crate) struct Client {
     bench: BenchClient,
 }
 
-async fn client_node(layered: bool) -> Node {
-    let builder = Node::builder();
+async fn client_node_with(fast_loopback: bool, layered: bool) -> Node {
+    let builder = Node::builder().fast_loopback(fast_loopback);
     let builder = if layered {
         builder.client_layer(NoopLayer)
     } else {
@@ -156,7 +159,17 @@ fn parse_id(id: &str) -> NodeId {
 
 impl Client {
     pub(crate) async fn connect(addr: SocketAddr, id: &str, layered: bool) -> Client {
-        let node = client_node(layered).await;
+        Client::connect_with(addr, id, true, layered).await
+    }
+
+    /// As [`connect`](Self::connect), with the client node's `fast_loopback` setting.
+    pub(crate) async fn connect_with(
+        addr: SocketAddr,
+        id: &str,
+        fast_loopback: bool,
+        layered: bool,
+    ) -> Client {
+        let node = client_node_with(fast_loopback, layered).await;
         let conn = node
             .connect(addr, parse_id(id))
             .await
@@ -351,7 +364,7 @@ pub(crate) async fn open_idle(
     let id = parse_id(id);
     let conns: Vec<(Node, Connection)> = futures::stream::iter(0..n as u64)
         .map(|i| async move {
-            let node = client_node(layered).await;
+            let node = client_node_with(true, layered).await;
             let conn = node.connect(addr, id).await.expect("connect");
             let bench = BenchClient::new(conn.clone());
             let reply = bench

@@ -23,16 +23,22 @@ pub(crate) enum Workload {
     ClientStream,
     Bidi,
     Memory,
+    /// Instructions and system calls per unary call (see `counts`).
+    Counts,
+    /// The growing workload (see `scale`); not part of the default set.
+    Scale,
 }
 
 impl Workload {
-    pub(crate) const ALL: [Workload; 6] = [
+    /// The default set.
+    pub(crate) const ALL: [Workload; 7] = [
         Workload::Unary,
         Workload::Concurrency,
         Workload::ServerStream,
         Workload::ClientStream,
         Workload::Bidi,
         Workload::Memory,
+        Workload::Counts,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -43,11 +49,16 @@ impl Workload {
             Workload::ClientStream => "client-stream",
             Workload::Bidi => "bidi",
             Workload::Memory => "memory",
+            Workload::Counts => "counts",
+            Workload::Scale => "scale",
         }
     }
 
     pub(crate) fn parse(s: &str) -> Option<Workload> {
-        Workload::ALL.into_iter().find(|w| w.name() == s)
+        Workload::ALL
+            .into_iter()
+            .chain([Workload::Scale])
+            .find(|w| w.name() == s)
     }
 }
 
@@ -77,6 +88,7 @@ pub(crate) fn run(args: DriverArgs) {
             .join(" and "),
     );
     let mut rounds: Vec<(Impl, usize, Figures)> = Vec::new();
+    let mut extra_notes: Vec<String> = Vec::new();
     for round in 1..=sizes.rounds {
         // Alternate which implementation goes first, so neither always runs on a cooler or
         // warmer machine.
@@ -86,8 +98,30 @@ pub(crate) fn run(args: DriverArgs) {
         }
         for imp in order {
             eprintln!("round {round}: {imp}");
-            let figures =
+            let mut figures =
                 runtime.block_on(run_round(imp, sizes, &args.workloads, args.quinn_profile));
+            if args.workloads.contains(&Workload::Counts) {
+                let t = Instant::now();
+                let notes = crate::counts::measure(
+                    imp,
+                    args.quinn_profile,
+                    sizes.count_calls,
+                    sizes.unary_size,
+                    &mut figures,
+                );
+                figures.set("counts_seconds", t.elapsed().as_secs_f64());
+                extra_notes.extend(notes);
+            }
+            if args.workloads.contains(&Workload::Scale) {
+                let t = Instant::now();
+                runtime.block_on(crate::scale::run(
+                    imp,
+                    sizes,
+                    args.quinn_profile,
+                    &mut figures,
+                ));
+                figures.set("scale_seconds", t.elapsed().as_secs_f64());
+            }
             rounds.push((imp, round, figures));
         }
     }
@@ -95,7 +129,13 @@ pub(crate) fn run(args: DriverArgs) {
     drop(runtime);
 
     let summary = report::summarize(&rounds);
-    let notes = notes(sizes, &args.workloads, args.quinn_profile, wall);
+    let mut notes = notes(sizes, &args.workloads, args.quinn_profile, wall);
+    notes.push(report::provenance());
+    for note in extra_notes {
+        if !notes.contains(&note) {
+            notes.push(note);
+        }
+    }
     println!("{}", report::tables(&summary, &notes));
     if let Some(path) = &args.json {
         let json = report::json(sizes, args.quick, &rounds, &summary, &notes, wall);
@@ -135,6 +175,21 @@ fn notes(sizes: &Sizes, workloads: &[Workload], profile: Profile, wall: Duration
             sizes.idle_connections, sizes.calls_in_flight
         ));
     }
+    if workloads.contains(&Workload::Counts) {
+        notes.push(format!(
+            "Counts: instructions (valgrind --tool=callgrind, all threads) and system calls \
+             (strace -f -c) of the server process and of a client process making {n} and then \
+             {twice} sequential {size} B echo calls on one connection, each under the tool; \
+             per call = (count at {twice} − count at {n}) ÷ {n}, so start-up, handshake and \
+             exit cancel out.",
+            n = sizes.count_calls,
+            twice = 2 * sizes.count_calls,
+            size = sizes.unary_size,
+        ));
+    }
+    if workloads.contains(&Workload::Scale) {
+        notes.push(crate::scale::note(sizes));
+    }
     if workloads.contains(&Workload::Unary) {
         notes.push(format!(
             "Allocations: counted by the benchmark's global allocator over the {} timed \
@@ -146,24 +201,47 @@ fn notes(sizes: &Sizes, workloads: &[Workload], profile: Profile, wall: Duration
 }
 
 /// A server process and its control channel.
-struct ServerProc {
+pub(crate) struct ServerProc {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
-    addr: SocketAddr,
-    id: String,
+    pub(crate) addr: SocketAddr,
+    pub(crate) id: String,
 }
 
 impl ServerProc {
-    fn spawn(imp: Impl, max_streams: Option<u32>, profile: Profile) -> ServerProc {
+    pub(crate) fn spawn(imp: Impl, max_streams: Option<u32>, profile: Profile) -> ServerProc {
+        ServerProc::spawn_under(&[], imp, max_streams, profile, true)
+    }
+
+    /// Starts the server through `prefix` (a program and its arguments, such as a counting
+    /// tool; empty to start it directly); `fast_loopback` false turns dep2p's loopback
+    /// transport profile off.
+    pub(crate) fn spawn_under(
+        prefix: &[std::ffi::OsString],
+        imp: Impl,
+        max_streams: Option<u32>,
+        profile: Profile,
+        fast_loopback: bool,
+    ) -> ServerProc {
         let exe = std::env::current_exe().expect("path of this program");
-        let mut cmd = Command::new(exe);
+        let mut cmd = match prefix.split_first() {
+            None => Command::new(exe),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(exe);
+                cmd
+            }
+        };
         cmd.args(["server", "--impl", imp.name(), "--addr", "127.0.0.1:0"]);
         if let Some(n) = max_streams {
             cmd.args(["--max-streams", &n.to_string()]);
         }
         if profile == Profile::Loopback {
             cmd.arg("--quinn-loopback");
+        }
+        if !fast_loopback {
+            cmd.arg("--no-fast-loopback");
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -230,8 +308,14 @@ impl ServerProc {
         self.command("release", "released");
     }
 
+    /// Closes the server's stdin and waits until it has exited.
+    pub(crate) fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+
     /// CPU time used so far by the server process and by this one.
-    fn cpu(&self) -> CpuTime {
+    pub(crate) fn cpu(&self) -> CpuTime {
         CpuTime {
             server: cpu_seconds(&format!("/proc/{}", self.child.id())),
             client: cpu_seconds("/proc/self"),
@@ -239,7 +323,7 @@ impl ServerProc {
     }
 
     /// The server's resident set, in KiB.
-    fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).expect("read the server's /proc status");
         status
@@ -260,7 +344,7 @@ impl Drop for ServerProc {
 
 /// CPU time (user and system, all threads) of the two processes, in seconds.
 #[derive(Debug, Clone, Copy)]
-struct CpuTime {
+pub(crate) struct CpuTime {
     server: f64,
     client: f64,
 }
@@ -268,7 +352,7 @@ struct CpuTime {
 impl CpuTime {
     /// Records the CPU time spent since `self`, in µs per `unit`s, as `{key}_server_cpu_us`
     /// and `{key}_client_cpu_us`.
-    fn record_since(self, now: CpuTime, units: f64, key: &str, fig: &mut Figures) {
+    pub(crate) fn record_since(self, now: CpuTime, units: f64, key: &str, fig: &mut Figures) {
         fig.set_owned(
             format!("{key}_server_cpu_us"),
             (now.server - self.server) * 1e6 / units,
@@ -316,7 +400,7 @@ fn udp_receive_drops() -> f64 {
 
 /// The client side of one implementation.
 #[derive(Debug, Clone)]
-enum Client {
+pub(crate) enum Client {
     Dep2p(dep2p_side::Client),
     Quinn(quinn_side::Client),
 }
@@ -330,6 +414,7 @@ macro_rules! on_client {
         }
     };
 }
+pub(crate) use on_client;
 
 /// Keeps idle connections open until dropped.
 #[derive(Debug)]
@@ -340,7 +425,7 @@ enum Idle {
 }
 
 impl Client {
-    async fn connect(imp: Impl, server: &ServerProc, profile: Profile) -> Client {
+    pub(crate) async fn connect(imp: Impl, server: &ServerProc, profile: Profile) -> Client {
         match imp {
             Impl::Dep2p | Impl::Layered => {
                 let layered = imp == Impl::Layered;
@@ -351,7 +436,7 @@ impl Client {
     }
 
     /// Sequential echo calls, run as a task; returns `samples` with one duration per call.
-    async fn echo_sequential(
+    pub(crate) async fn echo_sequential(
         &self,
         first: u64,
         calls: usize,
@@ -375,18 +460,20 @@ impl Client {
 }
 
 /// Runs `fut` as a task on the runtime's workers, as application code would, and waits.
-async fn spawn<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+pub(crate) async fn spawn<T: Send + 'static>(
+    fut: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     tokio::spawn(fut).await.expect("benchmark task")
 }
 
-fn percentile(sorted_ns: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted_ns: &[u64], p: f64) -> f64 {
     assert!(!sorted_ns.is_empty(), "no samples");
     let rank = ((p / 100.0) * sorted_ns.len() as f64).ceil() as usize;
     let i = rank.clamp(1, sorted_ns.len()) - 1;
     sorted_ns[i] as f64 / 1000.0
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 async fn run_round(imp: Impl, sizes: &Sizes, workloads: &[Workload], profile: Profile) -> Figures {
     let mut fig = Figures::new();

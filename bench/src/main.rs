@@ -2,10 +2,12 @@
 //! doing the same work with minimal framing. Server and client run as separate processes on
 //! 127.0.0.1. See `docs/PERFORMANCE.md`.
 
+mod counts;
 mod dep2p_side;
 mod driver;
 mod quinn_side;
 mod report;
+mod scale;
 mod server;
 mod work;
 
@@ -30,8 +32,11 @@ pub(crate) fn alloc_counts() -> (u64, u64) {
 
 const USAGE: &str = "\
 usage: dep2p-bench [--quick] [--rounds N] [--json PATH] [--impl NAME] [--only LIST]
-                   [--quinn-loopback]
+                   [--quinn-loopback] [--scale]
        dep2p-bench server --impl NAME [--addr ADDR] [--max-streams N] [--quinn-loopback]
+                          [--no-fast-loopback]
+       dep2p-bench calls --impl dep2p|quinn --addr ADDR --id ID --calls N [--size BYTES]
+                         [--quinn-loopback]
 
 Without a subcommand, runs the benchmark: for each round and implementation it starts a server
 process (this program's `server` mode), runs the client side of every workload against it, and
@@ -43,11 +48,20 @@ prints a Markdown table of medians (min–max) over rounds with dep2p ÷ quinn r
   --impl NAME    run only one implementation (no ratios): dep2p, quinn, or dep2p+layer
                  (dep2p with one no-op layer on each side; by default all three run)
   --only LIST    comma-separated workloads: unary, concurrency, server-stream,
-                 client-stream, bidi, memory (default: all)
+                 client-stream, bidi, memory, counts (default: all of these), scale
+  --scale        also run the growing workload: 1 to 1,000 connections each making calls,
+                 messages of 64 B to 1 MiB, and dep2p with fast_loopback(false)
   --quinn-loopback
                  give the raw quinn baseline a loopback transport profile instead of quinn's
                  defaults: 64 KB datagrams from the start, segmentation offload off, an
                  initial congestion window of ten datagrams, 4 MiB socket buffers
+
+`counts` (instructions and system calls per unary call) runs server and client processes
+under valgrind --tool=callgrind and strace -f -c; a tool that is missing or cannot trace here
+is skipped with a note.
+
+`calls` connects to a server, makes N sequential checked echo calls and exits (the client
+process the counts are taken of).
 
 `server` serves one implementation on ADDR (default 127.0.0.1:0), prints
 `ready <address> <node id>`, answers control commands on stdin and exits when stdin closes.";
@@ -67,6 +81,10 @@ fn main() {
         args.remove(0);
         server::run(server_args(args));
     }
+    if args.first().map(String::as_str) == Some("calls") {
+        args.remove(0);
+        calls(args);
+    }
     driver::run(driver_args(args));
 }
 
@@ -85,11 +103,13 @@ fn server_args(args: Vec<String>) -> ServerArgs {
     let mut addr = "127.0.0.1:0".to_string();
     let mut max_streams = None;
     let mut profile = Profile::Default;
+    let mut fast_loopback = true;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--impl" => imp = Some(parse_impl(&value(&mut it, "--impl"))),
             "--addr" => addr = value(&mut it, "--addr"),
+            "--no-fast-loopback" => fast_loopback = false,
             "--max-streams" => {
                 let n = value(&mut it, "--max-streams");
                 max_streams = Some(n.parse().unwrap_or_else(|_| fail("bad --max-streams")));
@@ -103,7 +123,41 @@ fn server_args(args: Vec<String>) -> ServerArgs {
         addr: addr.parse().unwrap_or_else(|_| fail("bad --addr")),
         max_streams,
         profile,
+        fast_loopback,
     }
+}
+
+/// The `calls` mode.
+fn calls(args: Vec<String>) -> ! {
+    let (mut imp, mut addr, mut id, mut calls) = (None, None, None, None);
+    let mut size = 64;
+    let mut profile = Profile::Default;
+    let mut it = args.into_iter();
+    let number = |s: String, name: &str| -> usize {
+        s.parse().unwrap_or_else(|_| fail(&format!("bad {name}")))
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--impl" => imp = Some(parse_impl(&value(&mut it, "--impl"))),
+            "--addr" => {
+                let a = value(&mut it, "--addr");
+                addr = Some(a.parse().unwrap_or_else(|_| fail("bad --addr")));
+            }
+            "--id" => id = Some(value(&mut it, "--id")),
+            "--calls" => calls = Some(number(value(&mut it, "--calls"), "--calls")),
+            "--size" => size = number(value(&mut it, "--size"), "--size"),
+            "--quinn-loopback" => profile = Profile::Loopback,
+            other => fail(&format!("unknown calls option {other:?}")),
+        }
+    }
+    counts::run_client(
+        imp.unwrap_or_else(|| fail("calls needs --impl")),
+        addr.unwrap_or_else(|| fail("calls needs --addr")),
+        &id.unwrap_or_else(|| fail("calls needs --id")),
+        calls.unwrap_or_else(|| fail("calls needs --calls")),
+        size,
+        profile,
+    )
 }
 
 fn driver_args(args: Vec<String>) -> DriverArgs {
@@ -113,6 +167,7 @@ fn driver_args(args: Vec<String>) -> DriverArgs {
     let mut impls = vec![Impl::Quinn, Impl::Dep2p, Impl::Layered];
     let mut workloads = Workload::ALL.to_vec();
     let mut quinn_profile = Profile::Default;
+    let mut scale = false;
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -138,8 +193,12 @@ fn driver_args(args: Vec<String>) -> DriverArgs {
                     .collect();
             }
             "--quinn-loopback" => quinn_profile = Profile::Loopback,
+            "--scale" => scale = true,
             other => fail(&format!("unknown option {other:?}")),
         }
+    }
+    if scale && !workloads.contains(&Workload::Scale) {
+        workloads.push(Workload::Scale);
     }
     let mut sizes = if quick { Sizes::quick() } else { Sizes::full() };
     if let Some(n) = rounds {

@@ -381,6 +381,25 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// `n` connections to the server from one client endpoint.
+    pub(crate) async fn connect_many(addr: SocketAddr, profile: Profile, n: usize) -> Vec<Client> {
+        let endpoint = client_endpoint(profile);
+        futures::stream::iter(0..n)
+            .map(|_| {
+                let endpoint = endpoint.clone();
+                async move {
+                    let conn = dial(&endpoint, addr).await;
+                    Client {
+                        _endpoint: endpoint,
+                        conn,
+                    }
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await
+    }
+
     pub(crate) async fn connect(addr: SocketAddr, profile: Profile) -> Client {
         let endpoint = client_endpoint(profile);
         let conn = dial(&endpoint, addr).await;

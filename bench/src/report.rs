@@ -130,6 +130,89 @@ const CPU_ROWS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Count rows (see `counts`): figure key, workload, what the figure is.
+const COUNT_ROWS: &[(&str, &str, &str)] = &[
+    (
+        "unary_instr_per_call_client",
+        "instructions per unary call",
+        "client process",
+    ),
+    (
+        "unary_instr_per_call_server",
+        "instructions per unary call",
+        "server process",
+    ),
+    (
+        "unary_instr_per_call_both",
+        "instructions per unary call",
+        "client + server",
+    ),
+    (
+        "unary_syscalls_per_call_client",
+        "system calls per unary call",
+        "client process",
+    ),
+    (
+        "unary_syscalls_per_call_server",
+        "system calls per unary call",
+        "server process",
+    ),
+    (
+        "unary_syscalls_per_call_both",
+        "system calls per unary call",
+        "client + server",
+    ),
+];
+
+/// The row of a figure of the growing workload (`scale_…` keys): a sort key, the workload
+/// and what the figure is. `None` for keys that are not shown.
+fn scale_row(key: &str) -> Option<((u8, u64, u8), String, String)> {
+    const FIGURES: &[(&str, &str)] = &[
+        ("_calls_per_s", "calls/s"),
+        ("_mib_per_s", "MiB/s"),
+        ("_server_kib_per_conn", "server KiB per connection"),
+        ("_per_call_server_cpu_us", "server CPU µs per call"),
+        ("_per_call_client_cpu_us", "client CPU µs per call"),
+        ("_unary_p50_us", "unary p50 µs (64 B)"),
+        (
+            "_server_stream_mib_per_s",
+            "server streaming MiB/s (1 KiB msgs)",
+        ),
+    ];
+    let rest = key.strip_prefix("scale_")?;
+    let (rank, figure) = FIGURES
+        .iter()
+        .enumerate()
+        .filter(|(_, (suffix, _))| rest.ends_with(suffix))
+        .max_by_key(|(_, (suffix, _))| suffix.len())?;
+    let stem = &rest[..rest.len() - figure.0.len()];
+    let (group, n, workload) = if let Some(n) = stem.strip_prefix("conns_") {
+        let n: u64 = n.parse().ok()?;
+        let count = if n >= 1000 {
+            number(n as f64)
+        } else {
+            n.to_string()
+        };
+        let noun = if n == 1 { "connection" } else { "connections" };
+        (0, n, format!("scale: {count} {noun}"))
+    } else if let Some(n) = stem.strip_prefix("size_") {
+        let n: u64 = n.parse().ok()?;
+        let size = if n >= 1024 * 1024 {
+            format!("{} MiB", n / (1024 * 1024))
+        } else if n >= 1024 {
+            format!("{} KiB", n / 1024)
+        } else {
+            format!("{n} B")
+        };
+        (1, n, format!("scale: {size} echo"))
+    } else if stem == "real_path" {
+        (2, 0, "scale: fast_loopback(false)".to_string())
+    } else {
+        return None;
+    };
+    Some(((group, n, rank as u8), workload, figure.1.to_string()))
+}
+
 /// Median, minimum and maximum of some values.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub(crate) struct Spread {
@@ -255,13 +338,43 @@ fn cell(spread: Option<Spread>, fmt: fn(f64) -> String) -> String {
 
 /// The tables, in Markdown, followed by the notes.
 pub(crate) fn tables(summary: &[Summary], notes: &[String]) -> String {
-    let mut out = table(summary, ROWS);
-    out.push_str(
-        "\nCPU time of each process (all threads, from /proc/<pid>/task/*/schedstat), and \
+    let has = |rows: &[(&str, &str, &str)]| {
+        rows.iter()
+            .any(|(key, _, _)| summary.iter().any(|s| s.key == *key))
+    };
+    let mut out = String::new();
+    if has(ROWS) || has(CPU_ROWS) {
+        out.push_str(&table(summary, ROWS));
+        out.push_str(
+            "\nCPU time of each process (all threads, from /proc/<pid>/task/*/schedstat), and \
          datagrams the kernel dropped for a full socket receive buffer (RcvbufErrors in \
          /proc/net/snmp, machine-wide):\n\n",
-    );
-    out.push_str(&table(summary, CPU_ROWS));
+        );
+        out.push_str(&table(summary, CPU_ROWS));
+    }
+    if summary
+        .iter()
+        .any(|s| s.key.starts_with("unary_instr_") || s.key.starts_with("unary_syscalls_"))
+    {
+        out.push_str(
+            "\nCounts per unary call (64 B echo), by difference between two runs of N and 2N \
+             calls under the tool:\n\n",
+        );
+        out.push_str(&table(summary, COUNT_ROWS));
+    }
+    let mut scale: Vec<_> = summary
+        .iter()
+        .filter_map(|s| scale_row(&s.key).map(|(order, w, f)| (order, s.key.as_str(), w, f)))
+        .collect();
+    if !scale.is_empty() {
+        scale.sort_by_key(|row| row.0);
+        let rows: Vec<(&str, &str, &str)> = scale
+            .iter()
+            .map(|(_, key, w, f)| (*key, w.as_str(), f.as_str()))
+            .collect();
+        out.push_str("\nGrowing workload (--scale):\n\n");
+        out.push_str(&table(summary, &rows));
+    }
     out.push('\n');
     for note in notes {
         out.push_str(note);
@@ -314,6 +427,40 @@ fn machine() -> Value {
     })
 }
 
+/// The commit the program runs from, with `+changes` when tracked files differ from it; `None`
+/// outside a git work tree or without git.
+fn commit() -> Option<String> {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short=12", "HEAD"])?;
+    let changed =
+        git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    Some(if changed {
+        format!("{head}+changes")
+    } else {
+        head
+    })
+}
+
+/// One line naming the machine and the commit, for the notes under the tables.
+pub(crate) fn provenance() -> String {
+    let m = machine();
+    format!(
+        "Machine: {} CPU(s), {}, Linux {}; commit {}.",
+        m["cpus"],
+        m["cpu_model"].as_str().unwrap_or("unknown CPU"),
+        m["kernel"].as_str().unwrap_or("?"),
+        commit().unwrap_or_else(|| "unknown".to_string()),
+    )
+}
+
 pub(crate) fn json(
     sizes: &Sizes,
     quick: bool,
@@ -338,6 +485,7 @@ pub(crate) fn json(
         "quick": quick,
         "wall_seconds": wall.as_secs_f64(),
         "machine": machine(),
+        "commit": commit(),
         "sizes": sizes,
         "notes": notes,
         "summary": summary,

@@ -23,6 +23,8 @@ pub(crate) struct ServerArgs {
     pub(crate) max_streams: Option<u32>,
     /// Transport settings of the raw quinn server.
     pub(crate) profile: Profile,
+    /// dep2p's `fast_loopback` setting (default true).
+    pub(crate) fast_loopback: bool,
 }
 
 pub(crate) fn run(args: ServerArgs) -> ! {
@@ -34,6 +36,7 @@ pub(crate) fn run(args: ServerArgs) -> ! {
             let (node, addr, id) = runtime.block_on(dep2p_side::serve(
                 args.addr,
                 args.max_streams,
+                args.fast_loopback,
                 Arc::clone(&state),
                 args.imp == Impl::Layered,
             ));

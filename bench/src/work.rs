@@ -61,6 +61,14 @@ pub(crate) struct Sizes {
     pub(crate) ping_pongs: usize,
     pub(crate) idle_connections: usize,
     pub(crate) calls_in_flight: usize,
+    /// Calls of the smaller of the two counted runs (the other makes twice as many).
+    pub(crate) count_calls: usize,
+    /// Connections of each step of the growing workload, each making calls.
+    pub(crate) scale_connections: Vec<usize>,
+    /// Message sizes of the growing workload.
+    pub(crate) scale_sizes: Vec<usize>,
+    /// How long each step of the growing workload makes calls, in milliseconds.
+    pub(crate) scale_millis: u64,
 }
 
 impl Sizes {
@@ -80,6 +88,10 @@ impl Sizes {
             ping_pongs: 20_000,
             idle_connections: 1_000,
             calls_in_flight: 10_000,
+            count_calls: 1_000,
+            scale_connections: vec![1, 10, 100, 1_000],
+            scale_sizes: vec![64, 1024, 16 * 1024, 256 * 1024, 1024 * 1024],
+            scale_millis: 2_000,
         }
     }
 
@@ -95,6 +107,10 @@ impl Sizes {
             ping_pongs: 500,
             idle_connections: 50,
             calls_in_flight: 500,
+            count_calls: 100,
+            scale_connections: vec![1, 10],
+            scale_sizes: vec![64, 1024 * 1024],
+            scale_millis: 200,
             ..Sizes::full()
         }
     }

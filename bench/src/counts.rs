@@ -1,0 +1,252 @@
+//! Counts that do not move with the machine's noise: instructions (valgrind's callgrind) and
+//! system calls (strace) per unary call, in the client process and in the server process.
+//!
+//! A count is taken by difference: the server and a client process (this program's `calls`
+//! mode) run under the tool once with `n` sequential echo calls and once with `2n`; the cost
+//! of one call is `(count(2n) − count(n)) / n`, so start-up, the handshake and shutdown cancel
+//! out. A tool that is not installed is skipped with a note.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::driver::ServerProc;
+use crate::quinn_side::Profile;
+use crate::report::Figures;
+use crate::work::Impl;
+
+/// A counting tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// `valgrind --tool=callgrind`: instructions executed, all threads.
+    Callgrind,
+    /// `strace -f -c`: system calls made, all threads.
+    Strace,
+}
+
+impl Tool {
+    const ALL: [Tool; 2] = [Tool::Callgrind, Tool::Strace];
+
+    fn program(self) -> &'static str {
+        match self {
+            Tool::Callgrind => "valgrind",
+            Tool::Strace => "strace",
+        }
+    }
+
+    /// The figure key's stem.
+    fn key(self) -> &'static str {
+        match self {
+            Tool::Callgrind => "instr",
+            Tool::Strace => "syscalls",
+        }
+    }
+
+    /// What the tool counts.
+    fn what(self) -> &'static str {
+        match self {
+            Tool::Callgrind => "instructions",
+            Tool::Strace => "system calls",
+        }
+    }
+
+    /// Whether the tool is installed and can run this program here (tracing may be
+    /// forbidden, as in some containers): runs `dep2p-bench --help` under it.
+    fn available(self, dir: &Path) -> bool {
+        let prefix = self.prefix(&dir.join(format!("{}-probe.out", self.key())));
+        let Ok(exe) = std::env::current_exe() else {
+            return false;
+        };
+        Command::new(&prefix[0])
+            .args(&prefix[1..])
+            .arg(exe)
+            .arg("--help")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// The command line that runs a program under the tool, writing its count to `out`.
+    fn prefix(self, out: &Path) -> Vec<OsString> {
+        let mut file = OsString::from(match self {
+            Tool::Callgrind => "--callgrind-out-file=",
+            Tool::Strace => "",
+        });
+        file.push(out);
+        match self {
+            Tool::Callgrind => {
+                let mut log = OsString::from("--log-file=");
+                log.push(out.with_extension("log"));
+                vec![
+                    "valgrind".into(),
+                    "--tool=callgrind".into(),
+                    file,
+                    log,
+                    "--".into(),
+                ]
+            }
+            Tool::Strace => vec![
+                "strace".into(),
+                "-f".into(),
+                "-c".into(),
+                "-U".into(),
+                "calls,name".into(),
+                "-o".into(),
+                file,
+                "--".into(),
+            ],
+        }
+    }
+
+    /// Reads the count the tool wrote to `out`.
+    fn read(self, out: &Path) -> Result<u64, String> {
+        let text =
+            std::fs::read_to_string(out).map_err(|e| format!("read {}: {e}", out.display()))?;
+        let found = match self {
+            // `totals: <Ir>` (or `summary: <Ir>`), with one event, instructions.
+            Tool::Callgrind => text.lines().find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
+            }),
+            // The last line: `<calls> total`.
+            Tool::Strace => text.lines().rev().find_map(|l| {
+                let mut words = l.split_whitespace();
+                match (words.next(), words.next()) {
+                    (Some(n), Some("total")) => n.parse().ok(),
+                    _ => None,
+                }
+            }),
+        };
+        found.ok_or_else(|| format!("no total in {}", out.display()))
+    }
+}
+
+/// Where the tools write their counts: a fresh directory under the system's temporary one.
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dep2p-bench-counts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("make a directory for the counts");
+    dir
+}
+
+/// Runs a server process and a client process making `calls` echo calls of `size` bytes, both
+/// under `tool`; returns their counts (server, client).
+fn count_once(
+    tool: Tool,
+    imp: Impl,
+    profile: Profile,
+    calls: usize,
+    size: usize,
+    dir: &Path,
+) -> Result<(u64, u64), String> {
+    let tag = format!("{}-{}-{calls}", tool.key(), imp.name());
+    let server_out = dir.join(format!("{tag}-server.out"));
+    let client_out = dir.join(format!("{tag}-client.out"));
+    let server = ServerProc::spawn_under(&tool.prefix(&server_out), imp, None, profile, true);
+    let exe = std::env::current_exe().expect("path of this program");
+    let prefix = tool.prefix(&client_out);
+    let mut cmd = Command::new(&prefix[0]);
+    cmd.args(&prefix[1..]).arg(exe).args([
+        "calls",
+        "--impl",
+        imp.name(),
+        "--addr",
+        &server.addr.to_string(),
+        "--id",
+        &server.id,
+        "--calls",
+        &calls.to_string(),
+        "--size",
+        &size.to_string(),
+    ]);
+    if profile == Profile::Loopback {
+        cmd.arg("--quinn-loopback");
+    }
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("start the client under {}: {e}", tool.program()))?;
+    server.finish();
+    if !status.success() {
+        return Err(format!("the counted client failed: {status}"));
+    }
+    Ok((tool.read(&server_out)?, tool.read(&client_out)?))
+}
+
+/// Counts per unary call with every tool that is installed, as
+/// `unary_{instr,syscalls}_per_call_{server,client}` figures; returns notes on what was
+/// skipped.
+pub(crate) fn measure(
+    imp: Impl,
+    profile: Profile,
+    calls: usize,
+    size: usize,
+    fig: &mut Figures,
+) -> Vec<String> {
+    let dir = scratch();
+    let mut notes = Vec::new();
+    for tool in Tool::ALL {
+        if !tool.available(&dir) {
+            notes.push(format!(
+                "{} not found or cannot run here: {} per call not counted.",
+                tool.program(),
+                tool.what()
+            ));
+            continue;
+        }
+        let counted = count_once(tool, imp, profile, calls, size, &dir).and_then(|once| {
+            count_once(tool, imp, profile, 2 * calls, size, &dir).map(|twice| (once, twice))
+        });
+        match counted {
+            Ok(((s1, c1), (s2, c2))) => {
+                let per = |a: u64, b: u64| (b as f64 - a as f64) / calls as f64;
+                let key = tool.key();
+                fig.set_owned(format!("unary_{key}_per_call_server"), per(s1, s2));
+                fig.set_owned(format!("unary_{key}_per_call_client"), per(c1, c2));
+                fig.set_owned(format!("unary_{key}_per_call_both"), per(s1 + c1, s2 + c2));
+            }
+            Err(err) => notes.push(format!(
+                "{} per call not counted for {imp}: {err}",
+                tool.what()
+            )),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    notes
+}
+
+/// The `calls` mode: connects to a server, makes `calls` sequential echo calls of `size`
+/// bytes (each result checked) in a task on the runtime's workers, and exits.
+pub(crate) fn run_client(
+    imp: Impl,
+    addr: std::net::SocketAddr,
+    id: &str,
+    calls: usize,
+    size: usize,
+    profile: Profile,
+) -> ! {
+    let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
+    let id = id.to_string();
+    // As a task on the runtime's workers, as in the timed workloads.
+    let calls = async move {
+        match imp {
+            Impl::Dep2p | Impl::Layered => {
+                let c = crate::dep2p_side::Client::connect(addr, &id, imp == Impl::Layered).await;
+                c.echo_sequential(0, calls, size, None).await;
+            }
+            Impl::Quinn => {
+                let c = crate::quinn_side::Client::connect(addr, profile).await;
+                c.echo_sequential(0, calls, size, None).await;
+            }
+        }
+    };
+    let task = runtime.spawn(calls);
+    runtime.block_on(task).expect("the calls task");
+    drop(runtime);
+    std::process::exit(0)
+}

@@ -42,8 +42,10 @@
 #![warn(missing_docs)]
 
 // Layers, each importing only those above it in this list (`docs` of the crate's layout):
-// wire; error; config, keys and TLS; deadlines and streams; the connection; calling and
-// serving; the node; reconnecting peers, sets of peers and retries.
+// wire; addresses, errors, ids, response metadata and call outcomes; config, keys, TLS and
+// client hooks; deadlines and streams; the connection; calling and serving (with datagrams,
+// server layers and the built-in reflection and health services); the node; reconnecting
+// peers, sets of peers, retries and the metrics layer.
 mod wire;
 
 mod addr;

@@ -337,6 +337,13 @@ fn traced<T: Send + 'static>(
     observer: Option<Observer>,
     fut: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> CallResult<T> {
+    // With nothing to trace or observe, the call's future goes to the heap as it is: every
+    // wrapper would move the whole (large) future once more.
+    if span.is_disabled() && observer.is_none() {
+        return Box::pin(fut);
+    }
+    // Boxed first, the future moves through the wrappers as a pointer.
+    let fut = Box::pin(fut);
     Box::pin(trace::called(span, observed(observer, fut)))
 }
 
@@ -346,6 +353,10 @@ fn traced_stream<T: Opened + Send + 'static>(
     observer: Option<Observer>,
     fut: impl Future<Output = Result<T, Error>> + Send + 'static,
 ) -> CallResult<T> {
+    if span.is_disabled() && observer.is_none() {
+        return Box::pin(fut);
+    }
+    let fut = Box::pin(fut);
     Box::pin(async move {
         let (opened, ending) = trace::opening(span, observed_stream(observer, fut)).await?;
         Ok(match ending {

@@ -95,31 +95,26 @@ impl Deadline {
 
     /// Runs `fut`, one wait for the peer's progress: it fails at the deadline or when the
     /// idle bound has passed from now.
-    pub(crate) async fn progress<T>(
-        &self,
-        fut: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        bound(self.due(Instant::now()), fut).await
+    pub(crate) fn progress<T, F>(&self, fut: F) -> Bounded<F, Flat>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        Bounded::new(self.due(Instant::now()), fut)
     }
 
     /// Runs `fut`, a wait for an answer: it fails at the deadline or, without one, when the
     /// idle bound has passed from now.
-    pub(crate) async fn answer<T>(
-        &self,
-        fut: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        bound(self.answer_due(), fut).await
+    pub(crate) fn answer<T, F>(&self, fut: F) -> Bounded<F, Flat>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        Bounded::new(self.answer_due(), fut)
     }
 
     /// Runs `fut` until the deadline (no idle bound): `Err(Error::Timeout)` if the deadline
     /// comes first. For a handler's run, which may take as long as its caller allows.
-    pub(crate) async fn within<F: Future>(&self, fut: F) -> Result<F::Output, Error> {
-        match self.at {
-            Some(at) => tokio::time::timeout_at(at, fut)
-                .await
-                .map_err(|_| Error::Timeout),
-            None => Ok(fut.await),
-        }
+    pub(crate) fn within<F: Future>(&self, fut: F) -> Bounded<F, Wrap> {
+        Bounded::new(self.at.map(|at| (at, Error::Timeout)), fut)
     }
 
     /// A timer for a wait polled by hand, which restarts on progress.
@@ -132,13 +127,95 @@ impl Deadline {
     }
 }
 
-async fn bound<T>(
-    due: Option<(Instant, Error)>,
-    fut: impl Future<Output = Result<T, Error>>,
-) -> Result<T, Error> {
-    match due {
-        Some((at, err)) => tokio::time::timeout_at(at, fut).await.unwrap_or(Err(err)),
-        None => fut.await,
+/// How a [`Bounded`] future gives its result.
+pub(crate) trait Shape<T> {
+    /// What awaiting it gives.
+    type Output;
+    /// The result of a future that completed in time.
+    fn done(value: T) -> Self::Output;
+    /// The result of a future stopped by its bound.
+    fn expired(err: Error) -> Self::Output;
+}
+
+/// The wrapped future's output in `Ok`; the bound's error in `Err`.
+#[derive(Debug)]
+pub(crate) enum Wrap {}
+
+/// The wrapped future's own `Result`, or the bound's error.
+#[derive(Debug)]
+pub(crate) enum Flat {}
+
+impl<T> Shape<T> for Wrap {
+    type Output = Result<T, Error>;
+    fn done(value: T) -> Self::Output {
+        Ok(value)
+    }
+    fn expired(err: Error) -> Self::Output {
+        Err(err)
+    }
+}
+
+impl<T> Shape<Result<T, Error>> for Flat {
+    type Output = Result<T, Error>;
+    fn done(value: Result<T, Error>) -> Self::Output {
+        value
+    }
+    fn expired(err: Error) -> Self::Output {
+        Err(err)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future stopped at a bound, with the bound's error.
+    ///
+    /// A plain struct rather than an `async fn`: a future an `async fn` takes as argument is
+    /// stored in its state as well as awaited there, so each such layer would multiply the
+    /// size of every call's future, and every move of it.
+    #[must_use = "futures do nothing unless polled"]
+    pub(crate) struct Bounded<F, S> {
+        #[pin]
+        fut: F,
+        #[pin]
+        sleep: Option<Sleep>,
+        // Which error the bound gives: `Timeout` or `IdleTimeout`.
+        idle: bool,
+        shape: std::marker::PhantomData<S>,
+    }
+}
+
+impl<F, S> Bounded<F, S> {
+    fn new(due: Option<(Instant, Error)>, fut: F) -> Self {
+        let (sleep, idle) = match due {
+            Some((at, err)) => (
+                Some(tokio::time::sleep_until(at)),
+                matches!(err, Error::IdleTimeout),
+            ),
+            None => (None, false),
+        };
+        Bounded {
+            fut,
+            sleep,
+            idle,
+            shape: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<F: Future, S: Shape<F::Output>> Future for Bounded<F, S> {
+    type Output = S::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(value) = this.fut.poll(cx) {
+            return Poll::Ready(S::done(value));
+        }
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(S::expired(match this.idle {
+                true => Error::IdleTimeout,
+                false => Error::Timeout,
+            })),
+            _ => Poll::Pending,
+        }
     }
 }
 

@@ -824,72 +824,73 @@ where
     }
 
     /// Makes the call and reads its answer, and the metadata before it into `meta`.
-    async fn answer(self, meta: &mut MetadataReader) -> Result<R, Error> {
+    ///
+    /// Not an `async fn`: that would keep the call in its state once more, beside the copy
+    /// the bounded future holds.
+    fn answer(self, meta: &mut MetadataReader) -> impl Future<Output = Result<R, Error>> + '_ {
         {
             let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
-            deadline
-                .answer(async move {
-                    // `started` lives until the answer is read: its connection handle keeps a
-                    // dialed connection open for the call.
-                    let idempotent = self.idempotent;
-                    let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
-                    record_peer(&outgoing.conn);
-                    let mut attempts = 1;
-                    loop {
-                        let failed = match outgoing.attempt(Kind::Unary, deadline).await {
-                            Ok(mut started) => {
-                                let reader = started
-                                    .reader
-                                    .as_mut()
-                                    .ok_or_else(|| Error::Protocol("no response stream".into()))?;
-                                match refused(reader).await {
-                                    Ok(Some(refusal)) => {
-                                        Failed::new(refusal, started.call, Retry::Safe)
+            deadline.answer(async move {
+                // `started` lives until the answer is read: its connection handle keeps a
+                // dialed connection open for the call.
+                let idempotent = self.idempotent;
+                let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
+                record_peer(&outgoing.conn);
+                let mut attempts = 1;
+                loop {
+                    let failed = match outgoing.attempt(Kind::Unary, deadline).await {
+                        Ok(mut started) => {
+                            let reader = started
+                                .reader
+                                .as_mut()
+                                .ok_or_else(|| Error::Protocol("no response stream".into()))?;
+                            match refused(reader).await {
+                                Ok(Some(refusal)) => {
+                                    Failed::new(refusal, started.call, Retry::Safe)
+                                }
+                                // No answer came: the transport failed under the call.
+                                Err(err) => {
+                                    let retry = Retry::after_transport_failure(&err);
+                                    Failed::new(err, started.call, retry)
+                                }
+                                // The frame is there: reading it waits no more.
+                                Ok(None) => {
+                                    let result = stream::read_result(reader, meta).await;
+                                    reader.try_finish();
+                                    if let (Ok(_), Some(retries)) = (&result, &retries) {
+                                        retries.succeeded();
                                     }
-                                    // No answer came: the transport failed under the call.
-                                    Err(err) => {
-                                        let retry = Retry::after_transport_failure(&err);
-                                        Failed::new(err, started.call, retry)
-                                    }
-                                    // The frame is there: reading it waits no more.
-                                    Ok(None) => {
-                                        let result = stream::read_result(reader, meta).await;
-                                        reader.try_finish();
-                                        if let (Ok(_), Some(retries)) = (&result, &retries) {
-                                            retries.succeeded();
-                                        }
-                                        return result;
-                                    }
+                                    return result;
                                 }
                             }
-                            Err(failed) => failed,
-                        };
-                        // A call that never reached a handler, or an idempotent one whose
-                        // transport failed, is tried again through a target that retries,
-                        // while the policy and its budget allow.
-                        let Failed {
-                            err,
-                            mut call,
-                            retry,
-                        } = failed;
-                        let Some(retries) = retries.as_ref().filter(|_| retry.allows(idempotent))
-                        else {
-                            return Err(err);
-                        };
-                        let Some(delay) = retries.retry_after(attempts) else {
-                            return Err(err);
-                        };
-                        tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
-                        tokio::time::sleep(delay).await;
-                        call.conn = retries.connection(&deadline).await?;
-                        record_peer(&call.conn);
-                        outgoing = call;
-                        attempts += 1;
-                    }
-                })
-                .await
+                        }
+                        Err(failed) => failed,
+                    };
+                    // A call that never reached a handler, or an idempotent one whose
+                    // transport failed, is tried again through a target that retries,
+                    // while the policy and its budget allow.
+                    let Failed {
+                        err,
+                        mut call,
+                        retry,
+                    } = failed;
+                    let Some(retries) = retries.as_ref().filter(|_| retry.allows(idempotent))
+                    else {
+                        return Err(err);
+                    };
+                    let Some(delay) = retries.retry_after(attempts) else {
+                        return Err(err);
+                    };
+                    tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
+                    tokio::time::sleep(delay).await;
+                    call.conn = retries.connection(&deadline).await?;
+                    record_peer(&call.conn);
+                    outgoing = call;
+                    attempts += 1;
+                }
+            })
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::connection::{Connection, Link};
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
 use crate::id::Short;
-use crate::incoming::{reject, IncomingCall};
+use crate::incoming::{reject, CallFuture, IncomingCall};
 use crate::service::Services;
 use crate::trace;
 use crate::wire::{self, FrameReader, Kind, TAG_CALL, TAG_CALL_PACKED};
@@ -111,6 +111,9 @@ enum Place {
 }
 
 /// Reads one call's header and hands the call to its service.
+///
+/// This is the future of a task per call, moved whole as the task is spawned and completed:
+/// the rare refusals run boxed, so that their writes do not add to its size.
 async fn serve_stream(
     conn: Connection,
     services: Arc<Services>,
@@ -119,46 +122,65 @@ async fn serve_stream(
     place: Place,
     parent: tracing::Span,
 ) {
+    match admit(&conn, &services, send, recv, place, &parent).await {
+        Ok((span, call)) => trace::served(span, call).await,
+        Err(refused) => Box::pin(refuse(&conn, refused)).await,
+    }
+}
+
+/// A stream that will not be served, and why.
+struct Refused {
+    reader: FrameReader,
+    send: Option<quinn::SendStream>,
+    err: Error,
+}
+
+/// Reads a call's header and checks it; gives the call's span and its service's future, or
+/// why the stream is refused.
+async fn admit(
+    conn: &Connection,
+    services: &Services,
+    send: Option<quinn::SendStream>,
+    recv: quinn::RecvStream,
+    place: Place,
+    parent: &tracing::Span,
+) -> Result<(tracing::Span, CallFuture), Box<Refused>> {
     let config = conn.config();
     let mut reader = conn.reader(recv);
-    let header_bound = Deadline::after(config.header_timeout);
-    let first = header_bound
-        .within(async { reader.frame().await.map_err(Error::from) })
+    let first = Deadline::after(config.header_timeout)
+        .within(std::future::poll_fn(|cx| reader.poll_frame(cx)))
         .await;
+    let refused = |reader, send, err| Err(Box::new(Refused { reader, send, err }));
     let (packed, payload) = match first {
         Ok(Ok(Some((TAG_CALL, payload)))) => (false, payload),
         Ok(Ok(Some((TAG_CALL_PACKED, payload)))) if conn.protocol_version() >= 2 => (true, payload),
         Ok(Ok(Some((tag, _)))) => {
             let err = Error::Protocol(format!("expected a call header, got frame tag {tag:#04x}"));
-            return refuse(&conn, reader, send, err).await;
+            return refused(reader, send, err);
         }
         // The peer opened a stream and finished it without a call: nothing to answer.
-        Ok(Ok(None)) => {
-            return refuse(&conn, reader, send, Error::Protocol("empty stream".into())).await
-        }
-        Ok(Err(err)) => return refuse(&conn, reader, send, err).await,
+        Ok(Ok(None)) => return refused(reader, send, Error::Protocol("empty stream".into())),
+        Ok(Err(err)) => return refused(reader, send, err.into()),
         Err(_) => {
             let err = Error::Protocol(format!("no call header within {:?}", config.header_timeout));
-            return refuse(&conn, reader, send, err).await;
+            return refused(reader, send, err);
         }
     };
     // The frame counts against the budgets for as long as the call keeps any of it; a small
     // one takes its room now. A node (or connection) over its budget takes no new calls.
     let payload = match conn.budget().try_hold(payload) {
         Ok(payload) => payload,
-        Err(full) => {
-            return refuse(&conn, reader, send, Error::Overloaded(full.to_string())).await;
-        }
+        Err(full) => return refused(reader, send, Error::Overloaded(full.to_string())),
     };
     // Checked against the header's bounds before any of it is kept.
     let (header, args) = match wire::decode_call(&payload, &config.header) {
         Ok(call) => call,
-        Err(err) => return refuse(&conn, reader, send, err.into()).await,
+        Err(err) => return refused(reader, send, err.into()),
     };
     let args = match packed {
-        true => match unpack_args(&conn, &args) {
+        true => match unpack_args(conn, &args) {
             Ok(args) => args,
-            Err(err) => return refuse(&conn, reader, send, err).await,
+            Err(err) => return refused(reader, send, err),
         },
         false => args,
     };
@@ -167,10 +189,10 @@ async fn serve_stream(
     if send.is_none() != (header.kind == Kind::Notify) {
         let err =
             Error::Protocol("notifications, and only they, use unidirectional streams".into());
-        return refuse(&conn, reader, send, err).await;
+        return refused(reader, send, err);
     }
     if conn.is_shutting_down() {
-        return refuse(&conn, reader, send, Error::ShuttingDown).await;
+        return refused(reader, send, Error::ShuttingDown);
     }
     let permit = match place {
         Place::Held(permit) => permit,
@@ -181,13 +203,13 @@ async fn serve_stream(
                     "more than {} calls in flight on this connection",
                     config.max_concurrent_calls
                 ));
-                return refuse(&conn, reader, send, err).await;
+                return refused(reader, send, err);
             }
         },
     };
     let Some(service) = services.get(header.service()) else {
         let err = Error::UnknownService(peer_text(header.service()).into_owned());
-        return refuse(&conn, reader, send, err).await;
+        return refused(reader, send, err);
     };
     // The deadline counts from the complete CALL frame (`docs/PROTOCOL.md`, section 10). A
     // call whose time is already up is not given to its handler.
@@ -195,11 +217,11 @@ async fn serve_stream(
     let granted = config.granted_deadline(header.kind, requested);
     let deadline = Deadline::new(granted, config.idle_stream_timeout);
     if deadline.is_expired() {
-        return refuse(&conn, reader, send, Error::Timeout).await;
+        return refused(reader, send, Error::Timeout);
     }
     // No field is formatted unless something takes the span.
     let span = tracing::debug_span!(
-        parent: &parent,
+        parent: parent,
         "call",
         side = "server",
         service = %peer_text(header.service()),
@@ -210,7 +232,7 @@ async fn serve_stream(
     #[cfg(feature = "opentelemetry")]
     crate::otel::extract(&span, header.metadata());
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
-    trace::served(span, service.call(call)).await;
+    Ok((span, service.call(call)))
 }
 
 /// The arguments of a compressed CALL frame, decompressed. Their announced size is checked
@@ -229,12 +251,12 @@ fn unpack_args(conn: &Connection, packed: &[u8]) -> Result<bytes::Bytes, Error> 
 }
 
 /// Answers a stream that will not be served, telling the peer to stop sending on it.
-async fn refuse(
-    conn: &Connection,
-    mut reader: FrameReader,
-    send: Option<quinn::SendStream>,
-    err: Error,
-) {
+async fn refuse(conn: &Connection, refused: Box<Refused>) {
+    let Refused {
+        mut reader,
+        send,
+        err,
+    } = *refused;
     tracing::debug!(%err, "call refused");
     let code = match err {
         Error::ShuttingDown => wire::STREAM_REFUSED,

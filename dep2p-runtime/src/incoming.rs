@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::Bytes;
+use futures::future::Either;
 use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -383,13 +384,14 @@ fn panic_error(conn: &Connection, method: &str, during: &str, panic: &Panic) -> 
 /// the stream is reset.
 async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
     let bound = Deadline::until(None, conn.config().idle_stream_timeout);
-    let written = bound
-        .progress(async { send.write_chunk(frame).await.map_err(Error::from_write) })
-        .await;
+    let write = send
+        .write_chunk(frame)
+        .map(|r| r.map_err(Error::from_write));
+    let written = bound.progress(write).await;
     match written {
         Ok(()) => {
             if send.finish().is_ok() && (conn.is_shutting_down() || conn.is_dialed()) {
-                let _ = bound.progress(async { Ok(send.stopped().await) }).await;
+                let _ = bound.progress(send.stopped().map(Ok)).await;
             }
         }
         Err(Error::IdleTimeout) => {
@@ -447,16 +449,12 @@ where
         }
     }
     // Completes when the caller stops reading the response: it dropped the call.
-    let stopped = send.as_ref().map(quinn::SendStream::stopped);
-    let handed_over = call.stopped.take();
-    let caller_gone = async move {
-        match (stopped, handed_over) {
-            (Some(stopped), _) => {
-                let _ = stopped.await;
-            }
-            (None, Some(stopped)) => stopped.await,
-            (None, None) => std::future::pending().await,
-        }
+    // Built from combinators rather than an `async` block, which would hold both options
+    // and the future it awaits.
+    let caller_gone = match (send.as_ref(), call.stopped.take()) {
+        (Some(send), _) => Either::Left(send.stopped().map(|_| ())),
+        (None, Some(handed_over)) => Either::Right(Either::Left(handed_over)),
+        (None, None) => Either::Right(Either::Right(std::future::pending())),
     };
     let mut caller_gone = std::pin::pin!(caller_gone);
     let run = context.scope(guarded(move || fut));

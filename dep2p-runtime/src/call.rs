@@ -544,7 +544,8 @@ impl<A: Serialize> Outgoing<A> {
             let refusal = match (&err, reader.as_mut()) {
                 // The callee stopped the request: it says why in a STATUS, which wins.
                 (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
-                    self.conn.refusal(reader, deadline).await
+                    // Boxed: a rare path, kept out of every call's future.
+                    Box::pin(self.conn.refusal(reader, deadline)).await
                 }
                 _ => None,
             };
@@ -772,10 +773,8 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        traced(span, observer, async move {
-            let mut meta = MetadataReader::default();
-            self.answer(&mut meta).await
-        })
+        // Without a block of its own around it: that would hold the call once more.
+        traced(span, observer, self.answer(MetadataReader::default()))
     }
 }
 
@@ -823,11 +822,15 @@ where
         })
     }
 
-    /// Makes the call and reads its answer, and the metadata before it into `meta`.
+    /// Makes the call and reads its answer, and the metadata before it into `meta` (owned,
+    /// or borrowed by a caller that reads it afterwards).
     ///
     /// Not an `async fn`: that would keep the call in its state once more, beside the copy
     /// the bounded future holds.
-    fn answer(self, meta: &mut MetadataReader) -> impl Future<Output = Result<R, Error>> + '_ {
+    fn answer<M>(self, mut meta: M) -> impl Future<Output = Result<R, Error>>
+    where
+        M: std::borrow::BorrowMut<MetadataReader> + Send,
+    {
         {
             let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
@@ -857,7 +860,7 @@ where
                                 }
                                 // The frame is there: reading it waits no more.
                                 Ok(None) => {
-                                    let result = stream::read_result(reader, meta).await;
+                                    let result = stream::read_result(reader, meta.borrow_mut()).await;
                                     reader.try_finish();
                                     if let (Ok(_), Some(retries)) = (&result, &retries) {
                                         retries.succeeded();
@@ -884,8 +887,12 @@ where
                         return Err(err);
                     };
                     tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
-                    tokio::time::sleep(delay).await;
-                    call.conn = retries.connection(&deadline).await?;
+                    // Boxed: a rare path, kept out of every call's future.
+                    call.conn = Box::pin(async {
+                        tokio::time::sleep(delay).await;
+                        retries.connection(&deadline).await
+                    })
+                    .await?;
                     record_peer(&call.conn);
                     outgoing = call;
                     attempts += 1;

@@ -435,10 +435,9 @@ where
     R: Serialize + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let context = call.context.clone();
     let deadline = call.deadline;
     // The message limit, and how a result is compressed.
-    let max = (context.connection().config().max_message_size, call.pack());
+    let max = (call.config().max_message_size, call.pack());
     // Requests of the non-streaming kinds were read whole; seeing their end now spares the
     // caller a needless STOP_SENDING.
     if let Some(reader) = &mut call.reader {
@@ -457,7 +456,7 @@ where
         (None, None) => Either::Right(Either::Right(std::future::pending())),
     };
     let mut caller_gone = std::pin::pin!(caller_gone);
-    let run = context.scope(guarded(move || fut));
+    let run = call.context.clone().scope(guarded(move || fut));
     // In an `Option`, so that a handler stopped at its deadline can be dropped in place.
     let mut run = std::pin::pin!(Some(run));
     let Some(mut handler) = run.as_mut().as_pin_mut() else {

@@ -103,3 +103,19 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, Error>
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// The node's socket as quinn drives it: on Linux, one that is not woken after every datagram
+/// it sends (see `node/socket.rs`); elsewhere, quinn's.
+pub(crate) fn async_socket(
+    socket: std::net::UdpSocket,
+) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        Ok(Arc::new(super::socket::Socket::new(socket)?))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use quinn::Runtime;
+        Ok(quinn::TokioRuntime.wrap_udp_socket(socket)?)
+    }
+}

@@ -60,7 +60,7 @@ fn transport(profile: Profile, max_streams: Option<u32>) -> Option<quinn::Transp
     }
     if profile == Profile::Loopback {
         let mut discovery = quinn::MtuDiscoveryConfig::default();
-        discovery.upper_bound(MAX_UDP_PAYLOAD);
+        discovery.upper_bound(LOOPBACK_MTU);
         let mut cubic = quinn::congestion::CubicConfig::default();
         cubic.initial_window(10 * u64::from(LOOPBACK_MTU));
         t.initial_mtu(LOOPBACK_MTU)

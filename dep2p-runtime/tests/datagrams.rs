@@ -501,3 +501,27 @@ async fn a_peer_target_sends_once_connected() {
     assert_eq!(first.sequence, u64::from(first.value));
     assert_eq!(first.context.connection().remote_id(), client.id());
 }
+
+#[tokio::test]
+async fn a_loopback_connection_keeps_its_datagram_size_without_probing_for_more() {
+    let (service, _seen) = recorder(true);
+    let server = bind(Node::builder().serve(TelemetryServer::new(service))).await;
+    let client = bind(Node::builder()).await;
+    let conn = client
+        .connect(server.local_addr(), server.id())
+        .await
+        .unwrap();
+    let telemetry = TelemetryClient::new(conn.clone());
+    assert_eq!(telemetry.echo("ok".into()).await.unwrap(), "ok");
+    let before = conn.path_stats();
+    assert_eq!(before.current_mtu, 65_000, "starts with large datagrams");
+    // Time for MTU discovery to run, had it anything to look for.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = conn.path_stats();
+    assert_eq!(after.current_mtu, 65_000, "no larger size probed");
+    assert_eq!(after.max_datagram_size, before.max_datagram_size);
+    // The largest datagram the path takes still goes out.
+    let max = after.max_datagram_size.expect("datagrams accepted");
+    telemetry.blob(vec![0; max - 18]).await.unwrap();
+    assert_eq!(conn.path_stats().datagrams.sent, 1);
+}

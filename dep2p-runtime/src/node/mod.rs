@@ -11,6 +11,8 @@ mod events;
 mod registry;
 mod reset;
 mod shutdown;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod socket;
 mod transport;
 mod weak;
 
@@ -153,10 +155,10 @@ impl Node {
             .max_udp_payload_size(MAX_UDP_PAYLOAD)
             .map_err(|e| Error::Config(e.to_string()))?;
         let socket = transport::udp_socket(addr)?;
-        let endpoint = quinn::Endpoint::new(
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             endpoint_config,
             Some(quinn::ServerConfig::clone(&servers.wan)),
-            socket,
+            transport::async_socket(socket)?,
             Arc::new(quinn::TokioRuntime),
         )?;
         let local_addr = endpoint.local_addr()?;

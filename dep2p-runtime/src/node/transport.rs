@@ -19,6 +19,13 @@ use crate::error::Error;
 /// off (a batch of ten such datagrams exceeds what one `sendmsg` may carry), and an initial
 /// congestion window of ten datagrams (RFC 9002), since quinn's fixed default is smaller
 /// than one of them.
+///
+/// MTU discovery on a loopback connection has nothing to find above its starting size: its
+/// upper bound is that size, so a healthy loopback path is never probed. Each probe is a
+/// datagram of the full probed size, written into quinn's per-connection send buffer (sized
+/// to the MTU), and that write is what made every loopback connection hold 64 KiB of
+/// resident memory even when idle. Discovery stays on: after black-hole detection drops the
+/// connection to 1,200 bytes, it probes back up to the starting size.
 pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::TransportConfig, Error> {
     let mut t = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(config.idle_connection_timeout)
@@ -36,7 +43,7 @@ pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::Transp
     }
     if loopback && config.fast_loopback {
         let mut discovery = quinn::MtuDiscoveryConfig::default();
-        discovery.upper_bound(MAX_UDP_PAYLOAD);
+        discovery.upper_bound(LOOPBACK_MTU);
         t.initial_mtu(LOOPBACK_MTU)
             .mtu_discovery_config(Some(discovery))
             .enable_segmentation_offload(false);
@@ -53,11 +60,12 @@ pub(crate) fn transport(config: &Config, loopback: bool) -> Result<quinn::Transp
 /// than this of the node's memory.
 pub(crate) const SEND_WINDOW: u64 = 16 * 1024 * 1024;
 
-/// The largest UDP payload a node accepts, advertised to peers, and the ceiling of MTU
-/// discovery: 65,535 bytes less the IPv4 and UDP headers.
+/// The largest UDP payload a node accepts, advertised to peers: 65,535 bytes less the IPv4
+/// and UDP headers.
 pub(crate) const MAX_UDP_PAYLOAD: u16 = 65_507;
 
-/// The datagram size a loopback connection starts with.
+/// The datagram size a loopback connection starts with, and the ceiling of its MTU
+/// discovery. It fits IPv6 loopback too (65,536 bytes less 48 of headers).
 pub(crate) const LOOPBACK_MTU: u16 = 65_000;
 
 /// Socket buffer size requested for the node's UDP socket. The system default (about
@@ -102,4 +110,20 @@ pub(crate) fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, Error>
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// The node's socket as quinn drives it: on Linux, one that is not woken after every datagram
+/// it sends (see `node/socket.rs`); elsewhere, quinn's.
+pub(crate) fn async_socket(
+    socket: std::net::UdpSocket,
+) -> Result<Arc<dyn quinn::AsyncUdpSocket>, Error> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        Ok(Arc::new(super::socket::Socket::new(socket)?))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use quinn::Runtime;
+        Ok(quinn::TokioRuntime.wrap_udp_socket(socket)?)
+    }
 }

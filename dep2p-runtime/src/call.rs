@@ -860,10 +860,16 @@ where
                                 }
                                 // The frame is there: reading it waits no more.
                                 Ok(None) => {
-                                    let result = stream::read_result(reader, meta.borrow_mut()).await;
-                                    reader.try_finish();
+                                    let result =
+                                        stream::read_result(reader, meta.borrow_mut()).await;
                                     if let (Ok(_), Some(retries)) = (&result, &retries) {
                                         retries.succeeded();
+                                    }
+                                    // The stream's end may follow in a packet of its own: it
+                                    // waits for it on the connection.
+                                    if let (Ok(_), Some(reader)) = (&result, started.reader.take())
+                                    {
+                                        started.call.conn.linger(reader);
                                     }
                                     return result;
                                 }

@@ -96,7 +96,13 @@ pub(crate) struct Link {
     state: StateMap,
     /// The protocol version both sides agreed on in the handshake.
     version: u8,
+    /// Streams read to their last frame whose end (the peer's FIN) had not arrived yet: see
+    /// [`Connection::linger`].
+    lingering: std::sync::Mutex<Vec<FrameReader>>,
 }
+
+/// The most streams a connection keeps waiting for their end ([`Connection::linger`]).
+const LINGERING: usize = 16;
 
 impl Link {
     fn new(quic: quinn::Connection, remote: NodeId, shared: Arc<Shared>, dialed: bool) -> Self {
@@ -121,6 +127,7 @@ impl Link {
             users: AtomicUsize::new(0),
             retired: AtomicBool::new(false),
             state: StateMap::default(),
+            lingering: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -404,6 +411,33 @@ impl Connection {
     /// Room for the bytes of incoming frames this connection holds.
     pub(crate) fn budget(&self) -> &Budget {
         &self.link_ref().budget
+    }
+
+    /// Lets go of `reader`, a stream whose last frame was read, once the peer's end of it (its
+    /// FIN) has arrived.
+    ///
+    /// The FIN often follows the last frame in a packet of its own (quinn may send a stream's
+    /// data before the writer finishes it). Dropping the stream before it arrives would tell
+    /// the peer to stop sending, and the peer would answer with a reset: two packets for
+    /// nothing. So a stream whose end has not arrived is kept, and checked, without waiting,
+    /// the next time a stream lingers here; at most [`LINGERING`] are kept, the oldest let go
+    /// first (as before: with STOP_SENDING).
+    pub(crate) fn linger(&self, mut reader: FrameReader) {
+        reader.try_finish();
+        // Finished: dropped cleanly. Bytes after the last frame (a protocol violation): not
+        // kept, the peer is told to stop.
+        if reader.is_finished() || reader.has_buffered() {
+            return;
+        }
+        let mut lingering = (self.link_ref().lingering.lock()).unwrap_or_else(|e| e.into_inner());
+        lingering.retain_mut(|kept| {
+            kept.try_finish();
+            !kept.is_finished() && !kept.has_buffered()
+        });
+        if lingering.len() >= LINGERING {
+            lingering.remove(0);
+        }
+        lingering.push(reader);
     }
 }
 

@@ -228,6 +228,8 @@ impl Connection {
                 dropped_unknown: get(&counts.dropped_unknown),
                 dropped_undecodable: get(&counts.dropped_undecodable),
             },
+            streams_stopped: quic.frame_tx.stop_sending,
+            streams_reset: quic.frame_tx.reset_stream,
         }
     }
 }
@@ -251,6 +253,14 @@ pub struct PathStats {
     pub max_datagram_size: Option<usize>,
     /// The connection's `#[datagram]` calls.
     pub datagrams: DatagramStats,
+    /// Streams this side told the peer to stop sending on (QUIC STOP_SENDING frames sent):
+    /// calls dropped before their answer, requests refused unread. A call that completes
+    /// stops nothing.
+    pub streams_stopped: u64,
+    /// Streams this side ended without finishing them (QUIC RESET_STREAM frames sent):
+    /// cancelled calls, answers the peer stopped reading. A call that completes resets
+    /// nothing.
+    pub streams_reset: u64,
 }
 
 impl PathStats {

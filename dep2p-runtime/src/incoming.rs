@@ -544,6 +544,11 @@ where
     };
     let conn = call.context.connection().clone();
     let metadata = call.context.response_metadata().cloned();
+    // A request read whole whose end had not arrived when the handler started: it waits for
+    // its end on the connection rather than being stopped.
+    if let Some(reader) = call.reader.take() {
+        conn.linger(reader);
+    }
     drop(call);
     let send = match send {
         Ok(send) => send,

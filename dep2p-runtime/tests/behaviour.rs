@@ -467,3 +467,25 @@ async fn accepted_connections_are_limited() {
     let (_d, conn) = again.expect("a place freed by the closed connection");
     assert_eq!(echo(&conn, "in").await.unwrap(), "in");
 }
+
+/// A request-response call that completes stops and resets no stream on either side. The end
+/// of a stream (its FIN) may arrive in a packet after the last frame; a side that dropped the
+/// stream before it would tell the peer to stop sending (STOP_SENDING), and the peer would
+/// answer with a reset: two packets per call for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_calls_stop_and_reset_no_stream() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    for i in 0..500 {
+        let text = i.to_string();
+        assert_eq!(echo(&conn, &text).await.unwrap(), text);
+    }
+    let stats = conn.path_stats();
+    // The caller stopped no answer; and, since the server stopped no request, it had no
+    // request stream to reset either.
+    assert_eq!(
+        (stats.streams_stopped, stats.streams_reset),
+        (0, 0),
+        "{stats:?}"
+    );
+}

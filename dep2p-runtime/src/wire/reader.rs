@@ -406,6 +406,11 @@ impl FrameReader {
         self.done && self.buf.is_empty()
     }
 
+    /// Whether bytes past the frames read so far are waiting in the buffer.
+    pub(crate) fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Tells the peer to stop sending, with `code`, unless the stream was read to its end.
     pub(crate) fn stop(&mut self, code: u32) {
         if !self.done {

@@ -138,11 +138,11 @@ fn count_once(
     tool: Tool,
     imp: Impl,
     profile: Profile,
-    calls: usize,
+    (calls, callers): (usize, usize),
     size: usize,
     dir: &Path,
 ) -> Result<(u64, u64), String> {
-    let tag = format!("{}-{}-{calls}", tool.key(), imp.name());
+    let tag = format!("{}-{}-{calls}-{callers}", tool.key(), imp.name());
     let server_out = dir.join(format!("{tag}-server.out"));
     let client_out = dir.join(format!("{tag}-client.out"));
     let server = ServerProc::spawn_under(&tool.prefix(&server_out), imp, None, profile, true);
@@ -161,6 +161,8 @@ fn count_once(
         &calls.to_string(),
         "--size",
         &size.to_string(),
+        "--callers",
+        &callers.to_string(),
     ]);
     if profile == Profile::Loopback {
         cmd.arg("--quinn-loopback");
@@ -178,9 +180,13 @@ fn count_once(
     Ok((tool.read(&server_out)?, tool.read(&client_out)?))
 }
 
+/// Callers sharing the connection in the concurrent count, as in the concurrency workload.
+pub(crate) const CONCURRENT_CALLERS: usize = 64;
+
 /// Counts per unary call with every tool that is installed, as
-/// `unary_{instr,syscalls}_per_call_{server,client}` figures; returns notes on what was
-/// skipped.
+/// `unary_{instr,syscalls}_per_call_{server,client,both}` figures for calls made one after
+/// another, and `concurrent_…` for calls made by [`CONCURRENT_CALLERS`] tasks at once;
+/// returns notes on what was skipped.
 pub(crate) fn measure(
     imp: Impl,
     profile: Profile,
@@ -199,35 +205,38 @@ pub(crate) fn measure(
             ));
             continue;
         }
-        let counted = count_once(tool, imp, profile, calls, size, &dir).and_then(|once| {
-            count_once(tool, imp, profile, 2 * calls, size, &dir).map(|twice| (once, twice))
-        });
-        match counted {
-            Ok(((s1, c1), (s2, c2))) => {
-                let per = |a: u64, b: u64| (b as f64 - a as f64) / calls as f64;
-                let key = tool.key();
-                fig.set_owned(format!("unary_{key}_per_call_server"), per(s1, s2));
-                fig.set_owned(format!("unary_{key}_per_call_client"), per(c1, c2));
-                fig.set_owned(format!("unary_{key}_per_call_both"), per(s1 + c1, s2 + c2));
+        for (callers, stem) in [(1, "unary"), (CONCURRENT_CALLERS, "concurrent")] {
+            let count = |n| count_once(tool, imp, profile, (n, callers), size, &dir);
+            let counted = count(calls).and_then(|once| count(2 * calls).map(|twice| (once, twice)));
+            match counted {
+                Ok(((s1, c1), (s2, c2))) => {
+                    let per = |a: u64, b: u64| (b as f64 - a as f64) / calls as f64;
+                    let key = tool.key();
+                    fig.set_owned(format!("{stem}_{key}_per_call_server"), per(s1, s2));
+                    fig.set_owned(format!("{stem}_{key}_per_call_client"), per(c1, c2));
+                    fig.set_owned(format!("{stem}_{key}_per_call_both"), per(s1 + c1, s2 + c2));
+                }
+                Err(err) => notes.push(format!(
+                    "{} per call ({callers} callers) not counted for {imp}: {err}",
+                    tool.what()
+                )),
             }
-            Err(err) => notes.push(format!(
-                "{} per call not counted for {imp}: {err}",
-                tool.what()
-            )),
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     notes
 }
 
-/// The `calls` mode: connects to a server, makes `calls` sequential echo calls of `size`
-/// bytes (each result checked) in a task on the runtime's workers, and exits.
+/// The `calls` mode: connects to a server, makes `calls` echo calls of `size` bytes (each
+/// result checked), one after another in a task on the runtime's workers or shared by
+/// `callers` tasks, and exits.
 pub(crate) fn run_client(
     imp: Impl,
     addr: std::net::SocketAddr,
     id: &str,
     calls: usize,
     size: usize,
+    callers: usize,
     profile: Profile,
 ) -> ! {
     let runtime = tokio::runtime::Runtime::new().expect("start the tokio runtime");
@@ -237,11 +246,17 @@ pub(crate) fn run_client(
         match imp {
             Impl::Dep2p | Impl::Layered => {
                 let c = crate::dep2p_side::Client::connect(addr, &id, imp == Impl::Layered).await;
-                c.echo_sequential(0, calls, size, None).await;
+                match callers {
+                    1 => c.echo_sequential(0, calls, size, None).await,
+                    n => drop(c.echo_concurrent(n, calls, size).await),
+                }
             }
             Impl::Quinn => {
                 let c = crate::quinn_side::Client::connect(addr, profile).await;
-                c.echo_sequential(0, calls, size, None).await;
+                match callers {
+                    1 => c.echo_sequential(0, calls, size, None).await,
+                    n => drop(c.echo_concurrent(n, calls, size).await),
+                }
             }
         }
     };

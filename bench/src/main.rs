@@ -36,7 +36,7 @@ usage: dep2p-bench [--quick] [--rounds N] [--json PATH] [--impl NAME] [--only LI
        dep2p-bench server --impl NAME [--addr ADDR] [--max-streams N] [--quinn-loopback]
                           [--no-fast-loopback]
        dep2p-bench calls --impl dep2p|quinn --addr ADDR --id ID --calls N [--size BYTES]
-                         [--quinn-loopback]
+                         [--callers N] [--quinn-loopback]
 
 Without a subcommand, runs the benchmark: for each round and implementation it starts a server
 process (this program's `server` mode), runs the client side of every workload against it, and
@@ -61,7 +61,8 @@ under valgrind --tool=callgrind and strace -f -c; a tool that is missing or cann
 is skipped with a note.
 
 `calls` connects to a server, makes N sequential checked echo calls and exits (the client
-process the counts are taken of).
+process the counts are taken of); with `--callers N`, N tasks share the calls and the
+connection, as in the concurrency workload.
 
 `server` serves one implementation on ADDR (default 127.0.0.1:0), prints
 `ready <address> <node id>`, answers control commands on stdin and exits when stdin closes.";
@@ -131,6 +132,7 @@ fn server_args(args: Vec<String>) -> ServerArgs {
 fn calls(args: Vec<String>) -> ! {
     let (mut imp, mut addr, mut id, mut calls) = (None, None, None, None);
     let mut size = 64;
+    let mut callers = 1;
     let mut profile = Profile::Default;
     let mut it = args.into_iter();
     let number = |s: String, name: &str| -> usize {
@@ -146,6 +148,7 @@ fn calls(args: Vec<String>) -> ! {
             "--id" => id = Some(value(&mut it, "--id")),
             "--calls" => calls = Some(number(value(&mut it, "--calls"), "--calls")),
             "--size" => size = number(value(&mut it, "--size"), "--size"),
+            "--callers" => callers = number(value(&mut it, "--callers"), "--callers").max(1),
             "--quinn-loopback" => profile = Profile::Loopback,
             other => fail(&format!("unknown calls option {other:?}")),
         }
@@ -156,6 +159,7 @@ fn calls(args: Vec<String>) -> ! {
         &id.unwrap_or_else(|| fail("calls needs --id")),
         calls.unwrap_or_else(|| fail("calls needs --calls")),
         size,
+        callers,
         profile,
     )
 }

@@ -162,6 +162,36 @@ const COUNT_ROWS: &[(&str, &str, &str)] = &[
         "system calls per unary call",
         "client + server",
     ),
+    (
+        "concurrent_instr_per_call_client",
+        "instructions per call, 64 callers",
+        "client process",
+    ),
+    (
+        "concurrent_instr_per_call_server",
+        "instructions per call, 64 callers",
+        "server process",
+    ),
+    (
+        "concurrent_instr_per_call_both",
+        "instructions per call, 64 callers",
+        "client + server",
+    ),
+    (
+        "concurrent_syscalls_per_call_client",
+        "system calls per call, 64 callers",
+        "client process",
+    ),
+    (
+        "concurrent_syscalls_per_call_server",
+        "system calls per call, 64 callers",
+        "server process",
+    ),
+    (
+        "concurrent_syscalls_per_call_both",
+        "system calls per call, 64 callers",
+        "client + server",
+    ),
 ];
 
 /// The row of a figure of the growing workload (`scale_…` keys): a sort key, the workload

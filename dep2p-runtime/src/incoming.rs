@@ -305,7 +305,13 @@ impl IncomingCall {
     /// How the messages this node sends for the call are compressed.
     fn pack(&self) -> wire::Pack {
         let context = &self.context;
-        (context.connection()).pack(context.service(), context.method(), None)
+        let conn = context.connection();
+        // The names are read (each read checks them as UTF-8 again) only if some method has
+        // a setting of its own.
+        if !conn.config().compression.per_method() {
+            return conn.pack("", "", None);
+        }
+        conn.pack(context.service(), context.method(), None)
     }
 
     fn handler_receiver<T>(&mut self) -> Receiver<T> {

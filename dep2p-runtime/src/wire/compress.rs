@@ -104,6 +104,12 @@ impl Compression {
         self
     }
 
+    /// Whether some method has a setting of its own, so that [`pack`](Self::pack) needs the
+    /// names.
+    pub(crate) fn per_method(&self) -> bool {
+        !self.methods.is_empty()
+    }
+
     /// How the messages of `service.method` are sent.
     pub(crate) fn pack(&self, service: &str, method: &str) -> Pack {
         let on = self

@@ -539,7 +539,7 @@ impl<A: Serialize> Outgoing<A> {
             }
         }
         let mut reader = recv.map(|recv| self.conn.reader(recv));
-        if let Err(err) = send.write_chunk(frame).await {
+        if let Err(err) = wire::write_frame(&mut send, frame).await {
             let err = Error::from_write(err);
             let refusal = match (&err, reader.as_mut()) {
                 // The callee stopped the request: it says why in a STATUS, which wins.

@@ -1,8 +1,12 @@
 //! The serving engine: the loops that accept the streams a peer opens on a connection, and
 //! the checks that turn each stream's header into an [`IncomingCall`] for its service.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
@@ -14,7 +18,7 @@ use crate::id::Short;
 use crate::incoming::{reject, CallFuture, IncomingCall};
 use crate::service::Services;
 use crate::trace;
-use crate::wire::{self, FrameReader, Kind, TAG_CALL, TAG_CALL_PACKED};
+use crate::wire::{self, FrameReader, Kind, WireError, TAG_CALL, TAG_CALL_PACKED};
 
 /// Serves the calls `link`'s peer makes, in a task of its own, until the connection closes;
 /// then `on_close` is dropped.
@@ -113,18 +117,38 @@ enum Place {
 /// Reads one call's header and hands the call to its service.
 ///
 /// This is the future of a task per call, moved whole as the task is spawned and completed:
-/// the rare refusals run boxed, so that their writes do not add to its size.
-async fn serve_stream(
+/// it keeps only the stream and what it was given while it waits for the header (a header
+/// already there is taken without a timer), and the rare refusals run boxed, so that their
+/// writes do not add to its size.
+// Not an `async fn`: that would keep each argument twice in the task's future.
+#[allow(clippy::manual_async_fn)]
+fn serve_stream(
     conn: Connection,
     services: Arc<Services>,
     send: Option<quinn::SendStream>,
     recv: quinn::RecvStream,
     place: Place,
     parent: tracing::Span,
-) {
-    match admit(&conn, &services, send, recv, place, &parent).await {
-        Ok((span, call)) => trace::served(span, call).await,
-        Err(refused) => Box::pin(refuse(&conn, refused)).await,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // In a block of its own: the reader's room in the future is free again once the call
+        // has it.
+        let admitted = {
+            let mut reader = conn.reader(recv);
+            let first = match std::future::poll_fn(|cx| Poll::Ready(reader.poll_frame(cx))).await {
+                Poll::Ready(first) => Ok(first),
+                // Boxed: most headers are here when their stream is accepted.
+                Poll::Pending => {
+                    let wait = std::future::poll_fn(|cx| reader.poll_frame(cx));
+                    Box::pin(Deadline::after(conn.config().header_timeout).within(wait)).await
+                }
+            };
+            admit(&conn, &services, send, reader, first, place, &parent)
+        };
+        match admitted {
+            Ok((span, call)) => trace::served(span, call).await,
+            Err(refused) => Box::pin(refuse(&conn, refused)).await,
+        }
     }
 }
 
@@ -135,21 +159,19 @@ struct Refused {
     err: Error,
 }
 
-/// Reads a call's header and checks it; gives the call's span and its service's future, or
-/// why the stream is refused.
-async fn admit(
+/// Checks a call's header (`first`, the stream's first frame, or the header timeout's
+/// expiry); gives the call's span and its service's future, or why the stream is refused.
+fn admit(
     conn: &Connection,
     services: &Services,
     send: Option<quinn::SendStream>,
-    recv: quinn::RecvStream,
+    reader: FrameReader,
+    first: Result<Result<Option<(u8, Bytes)>, WireError>, Error>,
     place: Place,
     parent: &tracing::Span,
 ) -> Result<(tracing::Span, CallFuture), Box<Refused>> {
     let config = conn.config();
-    let mut reader = conn.reader(recv);
-    let first = Deadline::after(config.header_timeout)
-        .within(std::future::poll_fn(|cx| reader.poll_frame(cx)))
-        .await;
+
     let refused = |reader, send, err| Err(Box::new(Refused { reader, send, err }));
     let (packed, payload) = match first {
         Ok(Ok(Some((TAG_CALL, payload)))) => (false, payload),
@@ -232,7 +254,10 @@ async fn admit(
     #[cfg(feature = "opentelemetry")]
     crate::otel::extract(&span, header.metadata());
     let call = IncomingCall::new(conn.clone(), header, args, reader, send, permit, deadline);
-    Ok((span, service.call(call)))
+    // A method decodes its arguments as it takes the call: in the call's span, where what it
+    // logs belongs.
+    let serving = span.in_scope(|| service.call(call));
+    Ok((span, serving))
 }
 
 /// The arguments of a compressed CALL frame, decompressed. Their announced size is checked

@@ -8,7 +8,8 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::future::Either;
@@ -21,6 +22,7 @@ use crate::connection::Connection;
 use crate::context::CallContext;
 use crate::deadline::Deadline;
 use crate::error::{peer_text, Error};
+use crate::metadata::MetadataSlot;
 use crate::outcome::Outcome;
 use crate::stream::{Receiver, Sender};
 use crate::wire::{self, FrameReader, IncomingHeader, Kind, TAG_RESULT};
@@ -31,11 +33,11 @@ pub type CallFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>;
 /// One call that arrived at this node and passed header checks, waiting for its method to
 /// serve it. Generated servers pass it to the method's serving function.
 pub struct IncomingCall {
-    context: CallContext,
+    /// The call's context, and its response stream until a serving function takes it.
+    answer: Unanswered,
     kind: Kind,
     args: Bytes,
     reader: Option<FrameReader>,
-    send: Option<quinn::SendStream>,
     /// For the streaming kinds, completes when the caller stops reading responses.
     stopped: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// The call's time bounds, as this node grants them.
@@ -46,7 +48,7 @@ pub struct IncomingCall {
 impl fmt::Debug for IncomingCall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IncomingCall")
-            .field("context", &self.context)
+            .field("context", &self.answer.context)
             .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
@@ -64,10 +66,12 @@ impl IncomingCall {
     ) -> Self {
         IncomingCall {
             kind: header.kind,
-            context: CallContext::new(connection, header, deadline.instant()),
+            answer: Unanswered {
+                context: CallContext::new(connection, header, deadline.instant()),
+                send,
+            },
             args,
             reader: Some(reader),
-            send,
             stopped: None,
             deadline,
             _permit: permit,
@@ -76,12 +80,12 @@ impl IncomingCall {
 
     /// The method the caller asked for.
     pub fn method(&self) -> &str {
-        self.context.method()
+        self.answer.context.method()
     }
 
     /// The call's context.
     pub fn context(&self) -> &CallContext {
-        &self.context
+        &self.answer.context
     }
 
     /// The kind of method the caller called.
@@ -90,7 +94,7 @@ impl IncomingCall {
     }
 
     fn config(&self) -> &crate::config::Config {
-        self.context.connection().config()
+        self.answer.context.connection().config()
     }
 
     /// Checks the kind and decodes the arguments. A `Deserialize` that panics fails the call
@@ -99,8 +103,8 @@ impl IncomingCall {
         if self.kind != kind {
             return Err(Error::UnknownMethod(format!(
                 "`{}.{}` is a {} method here, called as {}",
-                peer_text(self.context.service()),
-                peer_text(self.context.method()),
+                peer_text(self.answer.context.service()),
+                peer_text(self.answer.context.method()),
                 kind.name(),
                 self.kind.name()
             )));
@@ -117,12 +121,7 @@ impl IncomingCall {
 
     /// Logs a panic while serving this call; the error its caller gets.
     fn panicked(&self, during: &str, panic: &Panic) -> Error {
-        panic_error(
-            self.context.connection(),
-            self.context.method(),
-            during,
-            panic,
-        )
+        panicked(&self.answer.context, during, panic)
     }
 
     /// Serves a request-response method.
@@ -133,15 +132,13 @@ impl IncomingCall {
         F: FnOnce(A) -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        Box::pin(async move {
-            match self.start::<A>(Kind::Unary) {
-                Ok(args) => {
-                    let send = self.send.take();
-                    respond(self, send, None, async move { handler(args).await }).await
-                }
-                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
+        match self.start::<A>(Kind::Unary) {
+            Ok(args) => {
+                let send = self.answer.send.take();
+                respond(self, send, None, move || handler(args))
             }
-        })
+            Err(err) => self.refuse(err),
+        }
     }
 
     /// Serves a notification method: there is no one to answer, so failures are logged.
@@ -158,12 +155,15 @@ impl IncomingCall {
                     // A caller that used another kind (an older or newer peer) waits on a
                     // bidirectional stream for an answer: it gets one.
                     tracing::debug!(method = %peer_text(self.method()), %err, "notification refused");
-                    let send = self.send.take();
-                    return reject(self.context.connection(), send, err).await;
+                    let send = self.answer.send.take();
+                    return reject(self.answer.context.connection(), send, err).await;
                 }
             };
-            let context = self.context.clone();
-            let run = context.scope(guarded(move || handler(args)));
+            let run = self
+                .answer
+                .context
+                .clone()
+                .scope(Guarded::new(move || handler(args)));
             match self.deadline.within(run).await {
                 Ok(Ok(())) => Outcome::Ok,
                 Ok(Err(panic)) => {
@@ -189,15 +189,13 @@ impl IncomingCall {
         F: FnOnce(A, Sender<T>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        Box::pin(async move {
-            match self.start::<A>(Kind::ServerStream) {
-                Ok(args) => {
-                    let (out, back) = self.handler_sender::<T>();
-                    respond(self, None, back, async move { handler(args, out).await }).await
-                }
-                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
+        match self.start::<A>(Kind::ServerStream) {
+            Ok(args) => {
+                let (out, back) = self.handler_sender::<T>();
+                respond(self, None, back, move || handler(args, out))
             }
-        })
+            Err(err) => self.refuse(err),
+        }
     }
 
     /// Serves a client-streaming method: `handler` gets the arguments and a [`Receiver`].
@@ -209,22 +207,14 @@ impl IncomingCall {
         F: FnOnce(A, Receiver<T>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        Box::pin(async move {
-            match self.start::<A>(Kind::ClientStream) {
-                Ok(args) => {
-                    let send = self.send.take();
-                    let incoming = self.handler_receiver::<T>();
-                    respond(
-                        self,
-                        send,
-                        None,
-                        async move { handler(args, incoming).await },
-                    )
-                    .await
-                }
-                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
+        match self.start::<A>(Kind::ClientStream) {
+            Ok(args) => {
+                let send = self.answer.send.take();
+                let incoming = self.handler_receiver::<T>();
+                respond(self, send, None, move || handler(args, incoming))
             }
-        })
+            Err(err) => self.refuse(err),
+        }
     }
 
     /// Serves a bidirectional method: `handler` gets the arguments, a [`Receiver`] of what the
@@ -238,25 +228,22 @@ impl IncomingCall {
         F: FnOnce(A, Receiver<I>, Sender<O>) -> Fut + Send + 'static,
         Fut: Future<Output = R> + Send + 'static,
     {
-        Box::pin(async move {
-            match self.start::<A>(Kind::Bidi) {
-                Ok(args) => {
-                    let incoming = self.handler_receiver::<I>();
-                    let (out, back) = self.handler_sender::<O>();
-                    let fut = async move { handler(args, incoming, out).await };
-                    respond(self, None, back, fut).await
-                }
-                Err(err) => reject(self.context.connection(), self.send.take(), err).await,
+        match self.start::<A>(Kind::Bidi) {
+            Ok(args) => {
+                let incoming = self.handler_receiver::<I>();
+                let (out, back) = self.handler_sender::<O>();
+                respond(self, None, back, move || handler(args, incoming, out))
             }
-        })
+            Err(err) => self.refuse(err),
+        }
     }
 
     /// Answers a call to a method this service does not have.
     pub fn unknown_method(self) -> CallFuture {
         let err = Error::UnknownMethod(format!(
             "service `{}` has no method `{}`",
-            peer_text(self.context.service()),
-            peer_text(self.context.method())
+            peer_text(self.answer.context.service()),
+            peer_text(self.answer.context.method())
         ));
         self.refuse(err)
     }
@@ -279,8 +266,8 @@ impl IncomingCall {
     /// }
     /// ```
     pub fn refuse(mut self, err: Error) -> CallFuture {
-        let send = self.send.take();
-        let conn = self.context.connection().clone();
+        let send = self.answer.send.take();
+        let conn = self.answer.context.connection().clone();
         Box::pin(async move { reject(&conn, send, err).await })
     }
 
@@ -288,10 +275,10 @@ impl IncomingCall {
     fn handler_sender<T>(&mut self) -> (Sender<T>, Option<HandBack>) {
         let max = self.config().max_message_size;
         let (tx, rx) = oneshot::channel();
-        match self.send.take() {
+        match self.answer.send.take() {
             Some(send) => {
                 self.stopped = Some(Box::pin(send.stopped().map(|_| ())));
-                let metadata = self.context.response_metadata().cloned();
+                let metadata = self.answer.context.response_metadata().cloned();
                 let sender =
                     Sender::handler(send, tx, max, self.deadline, metadata).packing(self.pack());
                 (sender, Some(rx))
@@ -304,7 +291,7 @@ impl IncomingCall {
 
     /// How the messages this node sends for the call are compressed.
     fn pack(&self) -> wire::Pack {
-        let context = &self.context;
+        let context = &self.answer.context;
         let conn = context.connection();
         // The names are read (each read checks them as UTF-8 again) only if some method has
         // a setting of its own.
@@ -322,7 +309,14 @@ impl IncomingCall {
     }
 }
 
-impl Drop for IncomingCall {
+/// A call's context and response stream. Kept apart from the rest of the [`IncomingCall`],
+/// which its serving function takes to pieces: only this part answers if it is dropped.
+struct Unanswered {
+    context: CallContext,
+    send: Option<quinn::SendStream>,
+}
+
+impl Drop for Unanswered {
     /// A call dropped without an answer (a hand-written [`Service`](crate::Service) that
     /// neither served nor refused it) still tells its caller why nothing comes.
     fn drop(&mut self) {
@@ -349,14 +343,111 @@ type HandBack = oneshot::Receiver<quinn::SendStream>;
 
 type Panic = Box<dyn Any + Send + 'static>;
 
-/// Runs `make` and the future it returns, catching a panic in either.
-async fn guarded<F, Fut>(make: F) -> Result<Fut::Output, Panic>
+pin_project_lite::pin_project! {
+    /// Runs `make` and the future it returns, catching a panic in either. A plain future
+    /// rather than an `async fn`, which would hold the handler's future twice.
+    #[project = GuardedProj]
+    #[project_replace = GuardedOwn]
+    enum Guarded<F, Fut> {
+        Make { make: F },
+        Run { #[pin] fut: Fut },
+        Done,
+    }
+}
+
+impl<F, Fut> Guarded<F, Fut> {
+    fn new(make: F) -> Self {
+        Guarded::Make { make }
+    }
+}
+
+impl<F, Fut> Future for Guarded<F, Fut>
 where
     F: FnOnce() -> Fut,
     Fut: Future,
 {
-    let fut = std::panic::catch_unwind(AssertUnwindSafe(make))?;
-    AssertUnwindSafe(fut).catch_unwind().await
+    type Output = Result<Fut::Output, Panic>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let GuardedProj::Make { .. } = self.as_mut().project() {
+            let GuardedOwn::Make { make } = self.as_mut().project_replace(Guarded::Done) else {
+                return Poll::Pending;
+            };
+            match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+                Ok(fut) => self.set(Guarded::Run { fut }),
+                Err(panic) => return Poll::Ready(Err(panic)),
+            }
+        }
+        let GuardedProj::Run { fut } = self.as_mut().project() else {
+            // Polled after it completed.
+            return Poll::Pending;
+        };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
+        let out = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(value)) => Ok(value),
+            Err(panic) => Err(panic),
+        };
+        // The handler's future goes as soon as it is done, as it would in an `async` block.
+        self.set(Guarded::Done);
+        Poll::Ready(out)
+    }
+}
+
+/// How a handler's run ended.
+enum Handled<T> {
+    /// It completed (or panicked).
+    Done(T),
+    /// The call's deadline passed first.
+    TimedOut,
+    /// The caller stopped reading the response: it dropped the call.
+    CallerGone,
+}
+
+pin_project_lite::pin_project! {
+    /// A handler run under its call's deadline while watching for the caller going away. The
+    /// deadline's timer and the watch start only once the handler waits: most handlers
+    /// complete on their first poll.
+    struct Handling<'a, H, G> {
+        #[pin]
+        run: H,
+        caller_gone: Pin<&'a mut G>,
+        deadline: Option<tokio::time::Instant>,
+        #[pin]
+        sleep: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<H, G> Future for Handling<'_, H, G>
+where
+    H: Future,
+    G: Future<Output = ()>,
+{
+    type Output = Handled<H::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.run.poll(cx) {
+            return Poll::Ready(Handled::Done(out));
+        }
+        if let (None, Some(at)) = (this.sleep.as_ref().as_pin_ref(), *this.deadline) {
+            this.sleep.set(Some(tokio::time::sleep_until(at)));
+        }
+        if let Some(sleep) = this.sleep.as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                return Poll::Ready(Handled::TimedOut);
+            }
+        }
+        if this.caller_gone.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Handled::CallerGone);
+        }
+        Poll::Pending
+    }
+}
+
+/// Logs a panic while serving the call of `context`; the error its caller gets.
+fn panicked(context: &CallContext, during: &str, panic: &Panic) -> Error {
+    panic_error(context.connection(), context.method(), during, panic)
 }
 
 /// What a panic carried, if it is text.
@@ -390,14 +481,13 @@ fn panic_error(conn: &Connection, method: &str, during: &str, panic: &Panic) -> 
 /// the stream is reset.
 async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
     let bound = Deadline::until(None, conn.config().idle_stream_timeout);
-    let write = send
-        .write_chunk(frame)
-        .map(|r| r.map_err(Error::from_write));
+    let write = wire::write_frame(&mut send, frame).map(|r| r.map_err(Error::from_write));
     let written = bound.progress(write).await;
     match written {
         Ok(()) => {
             if send.finish().is_ok() && (conn.is_shutting_down() || conn.is_dialed()) {
-                let _ = bound.progress(send.stopped().map(Ok)).await;
+                // Boxed: most calls are served on connections their callers dialed.
+                let _ = Box::pin(bound.progress(send.stopped().map(Ok))).await;
             }
         }
         Err(Error::IdleTimeout) => {
@@ -426,68 +516,123 @@ pub(crate) async fn reject(
     Outcome::Failed(err)
 }
 
-/// Runs a handler to completion under the call's deadline, watching for the caller going
-/// away, and writes its result (or why there is none) as the stream's last frame.
+/// Runs a handler (the future `make` returns) to completion under the call's deadline,
+/// watching for the caller going away, and writes its result (or why there is none) as the
+/// stream's last frame.
 ///
 /// `send` is the response stream when the handler does not own it; otherwise `back` yields
 /// the stream once the handler's `Sender` is gone.
-async fn respond<R, Fut>(
-    mut call: IncomingCall,
+///
+/// Not an `async fn`: its arguments would be kept twice in the future, which is allocated
+/// and moved for every call. The block uses `call` where it lies, and the handler's future
+/// is made inside the run that polls it.
+fn respond<R, F, Fut>(
+    call: IncomingCall,
     send: Option<quinn::SendStream>,
     back: Option<HandBack>,
-    fut: Fut,
-) -> Outcome
+    make: F,
+) -> CallFuture
 where
     R: Serialize + Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let deadline = call.deadline;
     // The message limit, and how a result is compressed.
     let max = (call.config().max_message_size, call.pack());
-    // Requests of the non-streaming kinds were read whole; seeing their end now spares the
-    // caller a needless STOP_SENDING.
-    if let Some(reader) = &mut call.reader {
-        reader.try_finish();
-        // Read to its end: its buffer need not wait for the handler.
-        if reader.is_finished() {
-            call.reader = None;
+    // Taken to pieces: the future keeps only what it uses (the arguments were decoded).
+    let IncomingCall {
+        answer,
+        reader,
+        stopped,
+        deadline,
+        _permit: permit,
+        ..
+    } = call;
+    // A request of the non-streaming kinds was read whole. Read to its end, it is let go now;
+    // if its end has not arrived yet, it waits for it on the connection rather than being
+    // stopped, which would cost the caller a needless STOP_SENDING.
+    if let Some(reader) = reader {
+        answer.context.connection().linger(reader);
+    }
+    Box::pin(async move {
+        // Completes when the caller stops reading the response: it dropped the call. Built
+        // from combinators rather than an `async` block, which would hold both options and
+        // the future it awaits.
+        let mut caller_gone = std::pin::pin!(match (send.as_ref(), stopped) {
+            (Some(send), _) => Either::Left(send.stopped().map(|_| ())),
+            (None, Some(handed_over)) => Either::Right(Either::Left(handed_over)),
+            (None, None) => Either::Right(Either::Right(std::future::pending())),
+        });
+        let handled = Handling {
+            run: answer.context.clone().scope(Guarded::new(make)),
+            caller_gone: caller_gone.as_mut(),
+            deadline: deadline.instant(),
+            sleep: None,
         }
-    }
-    // Completes when the caller stops reading the response: it dropped the call.
-    // Built from combinators rather than an `async` block, which would hold both options
-    // and the future it awaits.
-    let caller_gone = match (send.as_ref(), call.stopped.take()) {
-        (Some(send), _) => Either::Left(send.stopped().map(|_| ())),
-        (None, Some(handed_over)) => Either::Right(Either::Left(handed_over)),
-        (None, None) => Either::Right(Either::Right(std::future::pending())),
-    };
-    let mut caller_gone = std::pin::pin!(caller_gone);
-    let run = call.context.clone().scope(guarded(move || fut));
-    // In an `Option`, so that a handler stopped at its deadline can be dropped in place.
-    let mut run = std::pin::pin!(Some(run));
-    let Some(mut handler) = run.as_mut().as_pin_mut() else {
-        return Outcome::Failed(Error::Cancelled);
-    };
-    // A handler that completes at once needs neither a deadline timer nor a watch on the
-    // caller; only one that waits is raced against both.
-    let first = std::future::poll_fn(|cx| Poll::Ready(handler.as_mut().poll(cx))).await;
-    let outcome = match first {
-        Poll::Ready(outcome) => Ok(outcome),
-        Poll::Pending => tokio::select! {
-            outcome = deadline.within(handler.as_mut()) => outcome,
-            // Returning drops `run`, which cancels the handler.
-            () = &mut caller_gone => return Outcome::Failed(Error::Cancelled),
-        },
-    };
-    if outcome.is_err() {
-        // Stopped at its deadline: the handler goes now, and with it a `Sender` it holds, so
-        // that its stream comes back for the status.
-        run.set(None);
-    }
+        .await;
+        // A handler stopped at its deadline is gone by now, and with it a `Sender` it held,
+        // so that its stream comes back for the status.
+        let outcome = match handled {
+            Handled::Done(outcome) => Ok(outcome),
+            Handled::TimedOut => Err(Error::Timeout),
+            Handled::CallerGone => return Outcome::Failed(Error::Cancelled),
+        };
+        let failed = !matches!(outcome, Ok(Ok(_)));
+        let (frame, ended) = result_frame(&answer.context, outcome, max);
+        // Without the stream back there is nothing to write the result on: the caller went
+        // away (or the stream was lost), or the deadline passed while a `Sender` was kept
+        // elsewhere.
+        let cancelled = || Outcome::Failed(Error::Cancelled);
+        let send = match (send, back) {
+            (Some(send), _) => Ok(send),
+            // The handler is gone, and with it its `Sender`, unless it moved the `Sender`
+            // into another task: then the call stays open until that `Sender` is dropped,
+            // the caller goes away or the deadline passes.
+            // Once the handler has failed there is no deadline left to keep: what it queued
+            // is still written (the stream's writer bounds that by the idle timeout), then
+            // the status.
+            (None, Some(back)) if failed => tokio::select! {
+                send = back => send.map_err(|_| cancelled()),
+                () = &mut caller_gone => Err(cancelled()),
+            },
+            (None, Some(back)) => tokio::select! {
+                send = deadline.within(back) => match send {
+                    Ok(send) => send.map_err(|_| cancelled()),
+                    Err(_) => Err(Outcome::Failed(Error::Timeout)),
+                },
+                () = &mut caller_gone => Err(cancelled()),
+            },
+            (None, None) => Err(cancelled()),
+        };
+        let conn = answer.context.connection().clone();
+        let metadata = answer.context.response_metadata().cloned();
+        // The call no longer counts against the connection's limit while its last frame is
+        // written.
+        drop(permit);
+        drop(answer);
+        let send = match send {
+            Ok(send) => send,
+            Err(outcome) => return outcome,
+        };
+        let (frame, ended) = with_metadata(metadata, frame, ended);
+        end_stream(&conn, send, frame).await;
+        ended
+    })
+}
+
+/// The final frame for a handler's outcome (`Err` if it was stopped at its deadline): its
+/// result, or the status saying why there is none; and how the call ended.
+///
+/// A plain function: what it works with stays out of the call's future.
+fn result_frame<R: Serialize>(
+    context: &CallContext,
+    outcome: Result<Result<R, Panic>, Error>,
+    max: (usize, wire::Pack),
+) -> (Bytes, Outcome) {
     let encoded = match &outcome {
         Ok(Ok(value)) => {
             std::panic::catch_unwind(AssertUnwindSafe(|| wire::packed(TAG_RESULT, value, max)))
-                .map_err(|panic| call.panicked("encoding the result", &panic))
+                .map_err(|panic| panicked(context, "encoding the result", &panic))
                 .and_then(|encoded| {
                     encoded.map_err(|err| {
                         let err = Error::from(err);
@@ -501,10 +646,10 @@ where
                     })
                 })
         }
-        Ok(Err(panic)) => Err(call.panicked("running the handler", panic)),
+        Ok(Err(panic)) => Err(panicked(context, "running the handler", panic)),
         Err(_) => Err(Error::Timeout),
     };
-    let (frame, ended) = match encoded {
+    match encoded {
         Ok(frame) => {
             let ended = match &outcome {
                 Ok(Ok(value)) if probe::is_err(value) => Outcome::ApplicationError,
@@ -522,47 +667,17 @@ where
                 Outcome::Failed(err),
             )
         }
-    };
-    // Without the stream back there is nothing to write the result on: the caller went away
-    // (or the stream was lost), or the deadline passed while a `Sender` was kept elsewhere.
-    let cancelled = || Outcome::Failed(Error::Cancelled);
-    let send = match (send, back) {
-        (Some(send), _) => Ok(send),
-        // The handler is gone, and with it its `Sender`, unless it moved the `Sender` into
-        // another task: then the call stays open until that `Sender` is dropped, the caller
-        // goes away or the deadline passes.
-        // Once the handler has failed there is no deadline left to keep: what it queued is
-        // still written (the stream's writer bounds that by the idle timeout), then the status.
-        (None, Some(back)) if outcome.is_err() || matches!(outcome, Ok(Err(_))) => {
-            tokio::select! {
-                send = back => send.map_err(|_| cancelled()),
-                () = &mut caller_gone => Err(cancelled()),
-            }
-        }
-        (None, Some(back)) => tokio::select! {
-            send = deadline.within(back) => match send {
-                Ok(send) => send.map_err(|_| cancelled()),
-                Err(_) => Err(Outcome::Failed(Error::Timeout)),
-            },
-            () = &mut caller_gone => Err(cancelled()),
-        },
-        (None, None) => Err(cancelled()),
-    };
-    let conn = call.context.connection().clone();
-    let metadata = call.context.response_metadata().cloned();
-    // A request read whole whose end had not arrived when the handler started: it waits for
-    // its end on the connection rather than being stopped.
-    if let Some(reader) = call.reader.take() {
-        conn.linger(reader);
     }
-    drop(call);
-    let send = match send {
-        Ok(send) => send,
-        Err(outcome) => return outcome,
-    };
-    // The handler's metadata goes just before the final frame: its headers, if no item took
-    // them out already, then its trailers. Metadata over the bounds fails the call instead.
-    let (frame, ended) = match metadata.map(|metadata| metadata.finish()) {
+}
+
+/// The handler's metadata goes just before the final frame: its headers, if no item took
+/// them out already, then its trailers. Metadata over the bounds fails the call instead.
+fn with_metadata(
+    metadata: Option<Arc<MetadataSlot>>,
+    frame: Bytes,
+    ended: Outcome,
+) -> (Bytes, Outcome) {
+    match metadata.map(|metadata| metadata.finish()) {
         Some(Ok(Some(before))) => {
             let mut frames = bytes::BytesMut::with_capacity(before.len() + frame.len());
             frames.extend_from_slice(&before);
@@ -575,7 +690,5 @@ where
             (status, Outcome::Failed(err))
         }
         Some(Ok(None)) | None => (frame, ended),
-    };
-    end_stream(&conn, send, frame).await;
-    ended
+    }
 }

@@ -6,6 +6,9 @@
 
 use std::future::Future;
 
+use futures::future::Either;
+use futures::FutureExt;
+
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -21,10 +24,15 @@ pub(crate) fn outcome_name<T>(result: &Result<T, Error>) -> &'static str {
 }
 
 /// Runs the serving of one call in `span`, then logs its outcome and duration in it.
-pub(crate) async fn served(span: tracing::Span, fut: impl Future<Output = Outcome>) {
+///
+/// Not an `async fn`, which would hold `fut` and the span twice: it is part of the future of
+/// every served call's task.
+pub(crate) fn served<F: Future<Output = Outcome>>(
+    span: tracing::Span,
+    fut: F,
+) -> impl Future<Output = ()> {
     if span.is_disabled() {
-        fut.await;
-        return;
+        return Either::Left(fut.map(drop));
     }
     let started = Instant::now();
     let run = async move {
@@ -35,7 +43,7 @@ pub(crate) async fn served(span: tracing::Span, fut: impl Future<Output = Outcom
             "call ended"
         );
     };
-    run.instrument(span).await
+    Either::Right(run.instrument(span))
 }
 
 /// Runs an outgoing call in `span`, then logs its outcome and duration in it.

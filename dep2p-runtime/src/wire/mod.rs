@@ -8,6 +8,7 @@ mod error;
 mod frame;
 mod header;
 mod reader;
+mod writer;
 
 pub(crate) use budget::{hold, Budget};
 pub use compress::Compression;
@@ -21,3 +22,4 @@ pub(crate) use header::{
     decode_call, decode_metadata, encode_metadata, CallHeader, HeaderLimits, IncomingHeader,
 };
 pub(crate) use reader::FrameReader;
+pub(crate) use writer::write_frame;

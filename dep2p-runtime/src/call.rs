@@ -1,10 +1,10 @@
 //! Outgoing calls: builders that generated clients return, to be configured and awaited.
 
+use futures::FutureExt;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -493,82 +493,100 @@ impl<A: Serialize> Outgoing<A> {
     /// may be tried again: always when it provably never reached a handler (no stream could
     /// be opened, or the callee refused the call — overloaded, shutting down — before serving
     /// it), if it is idempotent when the transport failed under it.
-    async fn attempt(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Failed<A>> {
-        let max_message = self.conn.config().max_message_size;
-        // Encoding first fails an oversized call before it takes a stream.
-        let mut frame = match self.frame(kind, deadline.remaining()) {
-            Ok(frame) => frame,
-            Err(err) => return Err(Failed::new(err, self, Retry::Never)),
-        };
-        // The stream is opened in a scope of its own: what it borrows of the call ends there.
-        let opened = {
-            let conn = self.conn.quic();
-            let open = async {
-                if kind == Kind::Notify {
-                    Ok::<_, quinn::ConnectionError>((conn.open_uni().await?, None))
-                } else {
-                    let (send, recv) = conn.open_bi().await?;
-                    Ok((send, Some(recv)))
+    ///
+    /// Not an `async fn`, which would keep the call and its deadline twice in the future of
+    /// every call.
+    #[allow(clippy::manual_async_fn)]
+    fn attempt(
+        self,
+        kind: Kind,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<Started<A>, Failed<A>>> {
+        async move {
+            let max_message = self.conn.config().max_message_size;
+            // Encoding first fails an oversized call before it takes a stream.
+            let mut frame = match self.frame(kind, deadline.remaining()) {
+                Ok(frame) => frame,
+                Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+            };
+            // A stream free now is taken without waiting; waiting for one (the peer's stream
+            // limit) runs boxed, out of every call's future.
+            let opened = match open_stream(self.conn.quic(), kind).now_or_never() {
+                Some(opened) => opened.map(|opened| (opened, false)),
+                None => Box::pin(open_stream(self.conn.quic(), kind))
+                    .await
+                    .map(|opened| (opened, true)),
+            };
+            let ((mut send, recv), waited) = match opened {
+                Ok(opened) => opened,
+                // No stream: nothing reached the peer.
+                Err(err) => {
+                    return Err(Failed::new(Error::from_connection(&err), self, Retry::Safe))
                 }
             };
-            let mut open = std::pin::pin!(open);
-            match std::future::poll_fn(|cx| Poll::Ready(open.as_mut().poll(cx))).await {
-                Poll::Ready(opened) => opened.map(|opened| (opened, false)),
-                Poll::Pending => open.await.map(|opened| (opened, true)),
-            }
-        };
-        let ((mut send, recv), waited) = match opened {
-            Ok(opened) => opened,
-            // No stream: nothing reached the peer.
-            Err(err) => return Err(Failed::new(Error::from_connection(&err), self, Retry::Safe)),
-        };
-        if waited {
-            // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
-            // header must carry the time actually left. With none left, the call fails here:
-            // the peer would drop it unread, and a notification's sender would never learn of
-            // it.
-            if let Some(left) = deadline.remaining() {
-                if left.is_zero() {
-                    let _ = send.reset(wire::STREAM_CANCELLED.into());
-                    return Err(Failed::new(Error::Timeout, self, Retry::Never));
+            if waited {
+                // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
+                // header must carry the time actually left. With none left, the call fails here:
+                // the peer would drop it unread, and a notification's sender would never learn of
+                // it.
+                if let Some(left) = deadline.remaining() {
+                    if left.is_zero() {
+                        let _ = send.reset(wire::STREAM_CANCELLED.into());
+                        return Err(Failed::new(Error::Timeout, self, Retry::Never));
+                    }
+                    frame = match self.frame(kind, Some(left)) {
+                        Ok(frame) => frame,
+                        Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+                    };
                 }
-                frame = match self.frame(kind, Some(left)) {
-                    Ok(frame) => frame,
-                    Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+            }
+            let mut reader = recv.map(|recv| self.conn.reader(recv));
+            if let Err(err) = wire::write_frame(&mut send, frame).await {
+                let err = Error::from_write(err);
+                let refusal = match (&err, reader.as_mut()) {
+                    // The callee stopped the request: it says why in a STATUS, which wins.
+                    (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
+                        // Boxed: a rare path, kept out of every call's future.
+                        Box::pin(self.conn.refusal(reader, deadline)).await
+                    }
+                    _ => None,
                 };
+                return Err(match refusal {
+                    Some(refusal) if is_refusal(&refusal) => {
+                        Failed::new(refusal, self, Retry::Safe)
+                    }
+                    // The callee answered.
+                    Some(other) => Failed::new(other, self, Retry::Never),
+                    None => {
+                        let retry = Retry::after_transport_failure(&err);
+                        Failed::new(err, self, retry)
+                    }
+                });
             }
+            if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
+                let _ = send.finish();
+            }
+            Ok(Started {
+                send,
+                reader,
+                deadline,
+                max_message,
+                call: self,
+            })
         }
-        let mut reader = recv.map(|recv| self.conn.reader(recv));
-        if let Err(err) = wire::write_frame(&mut send, frame).await {
-            let err = Error::from_write(err);
-            let refusal = match (&err, reader.as_mut()) {
-                // The callee stopped the request: it says why in a STATUS, which wins.
-                (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
-                    // Boxed: a rare path, kept out of every call's future.
-                    Box::pin(self.conn.refusal(reader, deadline)).await
-                }
-                _ => None,
-            };
-            return Err(match refusal {
-                Some(refusal) if is_refusal(&refusal) => Failed::new(refusal, self, Retry::Safe),
-                // The callee answered.
-                Some(other) => Failed::new(other, self, Retry::Never),
-                None => {
-                    let retry = Retry::after_transport_failure(&err);
-                    Failed::new(err, self, retry)
-                }
-            });
-        }
-        if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
-            let _ = send.finish();
-        }
-        Ok(Started {
-            send,
-            reader,
-            deadline,
-            max_message,
-            call: self,
-        })
+    }
+}
+
+/// Opens a call's stream: unidirectional for a notification, bidirectional otherwise.
+async fn open_stream(
+    conn: &quinn::Connection,
+    kind: Kind,
+) -> Result<(quinn::SendStream, Option<quinn::RecvStream>), quinn::ConnectionError> {
+    if kind == Kind::Notify {
+        Ok((conn.open_uni().await?, None))
+    } else {
+        let (send, recv) = conn.open_bi().await?;
+        Ok((send, Some(recv)))
     }
 }
 

@@ -291,14 +291,7 @@ impl IncomingCall {
 
     /// How the messages this node sends for the call are compressed.
     fn pack(&self) -> wire::Pack {
-        let context = &self.answer.context;
-        let conn = context.connection();
-        // The names are read (each read checks them as UTF-8 again) only if some method has
-        // a setting of its own.
-        if !conn.config().compression.per_method() {
-            return conn.pack("", "", None);
-        }
-        conn.pack(context.service(), context.method(), None)
+        pack(&self.answer.context)
     }
 
     fn handler_receiver<T>(&mut self) -> Receiver<T> {
@@ -445,6 +438,17 @@ where
     }
 }
 
+/// How the messages this node sends for the call of `context` are compressed.
+fn pack(context: &CallContext) -> wire::Pack {
+    let conn = context.connection();
+    // The names are read (each read checks them as UTF-8 again) only if some method has a
+    // setting of its own.
+    if !conn.config().compression.per_method() {
+        return conn.pack("", "", None);
+    }
+    conn.pack(context.service(), context.method(), None)
+}
+
 /// Logs a panic while serving the call of `context`; the error its caller gets.
 fn panicked(context: &CallContext, during: &str, panic: &Panic) -> Error {
     panic_error(context.connection(), context.method(), during, panic)
@@ -479,22 +483,31 @@ fn panic_error(conn: &Connection, method: &str, during: &str, panic: &Panic) -> 
 ///
 /// A caller that reads nothing holds the write up for the idle-stream timeout at most; then
 /// the stream is reset.
-async fn end_stream(conn: &Connection, mut send: quinn::SendStream, frame: Bytes) {
-    let bound = Deadline::until(None, conn.config().idle_stream_timeout);
-    let write = wire::write_frame(&mut send, frame).map(|r| r.map_err(Error::from_write));
-    let written = bound.progress(write).await;
-    match written {
-        Ok(()) => {
-            if send.finish().is_ok() && (conn.is_shutting_down() || conn.is_dialed()) {
-                // Boxed: most calls are served on connections their callers dialed.
-                let _ = Box::pin(bound.progress(send.stopped().map(Ok))).await;
+///
+/// Not an `async fn`, which would keep its arguments twice in the future of every call.
+#[allow(clippy::manual_async_fn)]
+fn end_stream(
+    conn: &Connection,
+    mut send: quinn::SendStream,
+    frame: Bytes,
+) -> impl Future<Output = ()> + '_ {
+    async move {
+        let bound = Deadline::until(None, conn.config().idle_stream_timeout);
+        let write = wire::write_frame(&mut send, frame).map(|r| r.map_err(Error::from_write));
+        let written = bound.progress(write).await;
+        match written {
+            Ok(()) => {
+                if send.finish().is_ok() && (conn.is_shutting_down() || conn.is_dialed()) {
+                    // Boxed: most calls are served on connections their callers dialed.
+                    let _ = Box::pin(bound.progress(send.stopped().map(Ok))).await;
+                }
             }
+            Err(Error::IdleTimeout) => {
+                tracing::debug!("caller read nothing for the idle-stream timeout: stream reset");
+                let _ = send.reset(wire::STREAM_CANCELLED.into());
+            }
+            Err(_) => {}
         }
-        Err(Error::IdleTimeout) => {
-            tracing::debug!("caller read nothing for the idle-stream timeout: stream reset");
-            let _ = send.reset(wire::STREAM_CANCELLED.into());
-        }
-        Err(_) => {}
     }
 }
 
@@ -537,8 +550,6 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    // The message limit, and how a result is compressed.
-    let max = (call.config().max_message_size, call.pack());
     // Taken to pieces: the future keeps only what it uses (the arguments were decoded).
     let IncomingCall {
         answer,
@@ -563,21 +574,25 @@ where
             (None, Some(handed_over)) => Either::Right(Either::Left(handed_over)),
             (None, None) => Either::Right(Either::Right(std::future::pending())),
         });
-        let handled = Handling {
+        let handling = Handling {
             run: answer.context.clone().scope(Guarded::new(make)),
             caller_gone: caller_gone.as_mut(),
             deadline: deadline.instant(),
             sleep: None,
-        }
-        .await;
+        };
         // A handler stopped at its deadline is gone by now, and with it a `Sender` it held,
         // so that its stream comes back for the status.
-        let outcome = match handled {
+        let outcome = match handling.await {
             Handled::Done(outcome) => Ok(outcome),
             Handled::TimedOut => Err(Error::Timeout),
             Handled::CallerGone => return Outcome::Failed(Error::Cancelled),
         };
         let failed = !matches!(outcome, Ok(Ok(_)));
+        // The message limit, and how a result is compressed.
+        let max = (
+            answer.context.connection().config().max_message_size,
+            pack(&answer.context),
+        );
         let (frame, ended) = result_frame(&answer.context, outcome, max);
         // Without the stream back there is nothing to write the result on: the caller went
         // away (or the stream was lost), or the deadline passed while a `Sender` was kept
@@ -604,16 +619,16 @@ where
             },
             (None, None) => Err(cancelled()),
         };
+        let send = match send {
+            Ok(send) => send,
+            Err(outcome) => return outcome,
+        };
         let conn = answer.context.connection().clone();
         let metadata = answer.context.response_metadata().cloned();
         // The call no longer counts against the connection's limit while its last frame is
         // written.
         drop(permit);
         drop(answer);
-        let send = match send {
-            Ok(send) => send,
-            Err(outcome) => return outcome,
-        };
         let (frame, ended) = with_metadata(metadata, frame, ended);
         end_stream(&conn, send, frame).await;
         ended

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -444,11 +445,10 @@ impl<K, A: Serialize> Call<K, A> {
 
     /// Opens the call's stream and writes its CALL frame, within the deadline (or, for a call
     /// without one, the idle bound).
-    async fn open(
-        self,
-        kind: Kind,
-        default_timeout: Option<Duration>,
-    ) -> Result<Started<A>, Error> {
+    async fn open(self, kind: Kind, default_timeout: Option<Duration>) -> Result<Started<A>, Error>
+    where
+        A: Send + 'static,
+    {
         let deadline = self.deadline(default_timeout);
         let open = async { self.resolve(&deadline).await?.start(kind, deadline).await };
         deadline.answer(open).await
@@ -483,7 +483,10 @@ impl<A: Serialize> Outgoing<A> {
     }
 
     /// Opens the call's stream and writes its CALL frame. The caller bounds the time.
-    async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Error> {
+    async fn start(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Error>
+    where
+        A: Send + 'static,
+    {
         self.attempt(kind, deadline)
             .await
             .map_err(|failed| failed.err)
@@ -494,85 +497,166 @@ impl<A: Serialize> Outgoing<A> {
     /// be opened, or the callee refused the call — overloaded, shutting down — before serving
     /// it), if it is idempotent when the transport failed under it.
     ///
-    /// Not an `async fn`, which would keep the call and its deadline twice in the future of
-    /// every call.
-    #[allow(clippy::manual_async_fn)]
-    fn attempt(
+    /// Most attempts take a stream that is free now and write their frame at once: that part
+    /// runs here, without a future. The rest (a wait for a stream, a write the stream's window
+    /// holds up, a refusal to read) runs boxed, out of every call's future.
+    fn attempt(self, kind: Kind, deadline: Deadline) -> Attempt<A>
+    where
+        A: Send + 'static,
+    {
+        let max_message = self.conn.config().max_message_size;
+        // Encoding first fails an oversized call before it takes a stream.
+        let frame = match self.frame(kind, deadline.remaining()) {
+            Ok(frame) => frame,
+            Err(err) => return Attempt::done(Err(Failed::new(err, self, Retry::Never))),
+        };
+        let opened = match open_stream(self.conn.quic(), kind).now_or_never() {
+            Some(opened) => opened,
+            None => return Attempt::Waiting(Box::pin(self.open_waiting(kind, deadline))),
+        };
+        let (mut send, recv) = match opened {
+            Ok(opened) => opened,
+            // No stream: nothing reached the peer.
+            Err(err) => {
+                let failed = Failed::new(Error::from_connection(&err), self, Retry::Safe);
+                return Attempt::done(Err(failed));
+            }
+        };
+        let reader = recv.map(|recv| self.conn.reader(recv));
+        let mut write = wire::write_frame(&mut send, frame);
+        match (&mut write).now_or_never() {
+            Some(Ok(())) => {
+                let started = self.started(kind, deadline, send, reader, max_message);
+                Attempt::done(Ok(started))
+            }
+            Some(Err(err)) => Attempt::Waiting(Box::pin(self.write_failed(deadline, reader, err))),
+            None => {
+                let rest = write.into_rest();
+                let rest = self.write_rest(kind, deadline, send, reader, rest, max_message);
+                Attempt::Waiting(Box::pin(rest))
+            }
+        }
+    }
+
+    /// An attempt that waits for a stream (the peer's stream limit).
+    async fn open_waiting(self, kind: Kind, deadline: Deadline) -> Result<Started<A>, Failed<A>> {
+        let max_message = self.conn.config().max_message_size;
+        let (mut send, recv) = match open_stream(self.conn.quic(), kind).await {
+            Ok(opened) => opened,
+            // No stream: nothing reached the peer.
+            Err(err) => return Err(Failed::new(Error::from_connection(&err), self, Retry::Safe)),
+        };
+        // The wait used up part of the deadline: the header must carry the time actually
+        // left. With none left, the call fails here: the peer would drop it unread, and a
+        // notification's sender would never learn of it.
+        let left = deadline.remaining();
+        if left.is_some_and(|left| left.is_zero()) {
+            let _ = send.reset(wire::STREAM_CANCELLED.into());
+            return Err(Failed::new(Error::Timeout, self, Retry::Never));
+        }
+        let frame = match self.frame(kind, left) {
+            Ok(frame) => frame,
+            Err(err) => return Err(Failed::new(err, self, Retry::Never)),
+        };
+        let reader = recv.map(|recv| self.conn.reader(recv));
+        self.write_rest(kind, deadline, send, reader, frame, max_message)
+            .await
+    }
+
+    /// The rest of an attempt whose frame (`rest` of it) waits for the stream's window.
+    async fn write_rest(
         self,
         kind: Kind,
         deadline: Deadline,
-    ) -> impl Future<Output = Result<Started<A>, Failed<A>>> {
-        async move {
-            let max_message = self.conn.config().max_message_size;
-            // Encoding first fails an oversized call before it takes a stream.
-            let mut frame = match self.frame(kind, deadline.remaining()) {
-                Ok(frame) => frame,
-                Err(err) => return Err(Failed::new(err, self, Retry::Never)),
-            };
-            // A stream free now is taken without waiting; waiting for one (the peer's stream
-            // limit) runs boxed, out of every call's future.
-            let opened = match open_stream(self.conn.quic(), kind).now_or_never() {
-                Some(opened) => opened.map(|opened| (opened, false)),
-                None => Box::pin(open_stream(self.conn.quic(), kind))
-                    .await
-                    .map(|opened| (opened, true)),
-            };
-            let ((mut send, recv), waited) = match opened {
-                Ok(opened) => opened,
-                // No stream: nothing reached the peer.
-                Err(err) => {
-                    return Err(Failed::new(Error::from_connection(&err), self, Retry::Safe))
-                }
-            };
-            if waited {
-                // Waiting for a stream (the peer's stream limit) used up part of the deadline: the
-                // header must carry the time actually left. With none left, the call fails here:
-                // the peer would drop it unread, and a notification's sender would never learn of
-                // it.
-                if let Some(left) = deadline.remaining() {
-                    if left.is_zero() {
-                        let _ = send.reset(wire::STREAM_CANCELLED.into());
-                        return Err(Failed::new(Error::Timeout, self, Retry::Never));
-                    }
-                    frame = match self.frame(kind, Some(left)) {
-                        Ok(frame) => frame,
-                        Err(err) => return Err(Failed::new(err, self, Retry::Never)),
-                    };
-                }
+        mut send: quinn::SendStream,
+        reader: Option<FrameReader>,
+        rest: Bytes,
+        max_message: usize,
+    ) -> Result<Started<A>, Failed<A>> {
+        match wire::write_frame(&mut send, rest).await {
+            Ok(()) => Ok(self.started(kind, deadline, send, reader, max_message)),
+            Err(err) => self.write_failed(deadline, reader, err).await,
+        }
+    }
+
+    /// An attempt whose frame could not be written: the callee may have said why.
+    async fn write_failed(
+        self,
+        deadline: Deadline,
+        mut reader: Option<FrameReader>,
+        err: quinn::WriteError,
+    ) -> Result<Started<A>, Failed<A>> {
+        let err = Error::from_write(err);
+        let refusal = match (&err, reader.as_mut()) {
+            // The callee stopped the request: it says why in a STATUS, which wins.
+            (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
+                self.conn.refusal(reader, deadline).await
             }
-            let mut reader = recv.map(|recv| self.conn.reader(recv));
-            if let Err(err) = wire::write_frame(&mut send, frame).await {
-                let err = Error::from_write(err);
-                let refusal = match (&err, reader.as_mut()) {
-                    // The callee stopped the request: it says why in a STATUS, which wins.
-                    (Error::Protocol(_) | Error::Cancelled | Error::ShuttingDown, Some(reader)) => {
-                        // Boxed: a rare path, kept out of every call's future.
-                        Box::pin(self.conn.refusal(reader, deadline)).await
-                    }
-                    _ => None,
-                };
-                return Err(match refusal {
-                    Some(refusal) if is_refusal(&refusal) => {
-                        Failed::new(refusal, self, Retry::Safe)
-                    }
-                    // The callee answered.
-                    Some(other) => Failed::new(other, self, Retry::Never),
-                    None => {
-                        let retry = Retry::after_transport_failure(&err);
-                        Failed::new(err, self, retry)
-                    }
-                });
+            _ => None,
+        };
+        Err(match refusal {
+            Some(refusal) if is_refusal(&refusal) => Failed::new(refusal, self, Retry::Safe),
+            // The callee answered.
+            Some(other) => Failed::new(other, self, Retry::Never),
+            None => {
+                let retry = Retry::after_transport_failure(&err);
+                Failed::new(err, self, retry)
             }
-            if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
-                let _ = send.finish();
-            }
-            Ok(Started {
-                send,
-                reader,
-                deadline,
-                max_message,
-                call: self,
-            })
+        })
+    }
+
+    /// An attempt whose frame is written: the request direction finishes with it, except
+    /// for the kinds that stream requests.
+    fn started(
+        self,
+        kind: Kind,
+        deadline: Deadline,
+        mut send: quinn::SendStream,
+        reader: Option<FrameReader>,
+        max_message: usize,
+    ) -> Started<A> {
+        if matches!(kind, Kind::Unary | Kind::Notify | Kind::ServerStream) {
+            let _ = send.finish();
+        }
+        Started {
+            send,
+            reader,
+            deadline,
+            max_message,
+            call: self,
+        }
+    }
+}
+
+/// How an attempt ends: the call started, or why not.
+type AttemptResult<A> = Result<Started<A>, Failed<A>>;
+
+/// The future of an attempt: done already, or the rest of it, boxed.
+// The result is kept as it is: boxing it would cost every call an allocation, to spare the
+// rare waiting attempt a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
+enum Attempt<A> {
+    Done(Option<AttemptResult<A>>),
+    Waiting(Pin<Box<dyn Future<Output = AttemptResult<A>> + Send>>),
+}
+
+impl<A> Attempt<A> {
+    fn done(result: AttemptResult<A>) -> Self {
+        Attempt::Done(Some(result))
+    }
+}
+
+// Nothing in it is pinned: the result is moved out whole, the rest is a box.
+impl<A> Unpin for Attempt<A> {}
+
+impl<A> Future for Attempt<A> {
+    type Output = AttemptResult<A>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // Polled again after it completed: it never completes twice.
+            Attempt::Done(result) => result.take().map_or(Poll::Pending, Poll::Ready),
+            Attempt::Waiting(rest) => rest.as_mut().poll(cx),
         }
     }
 }

@@ -27,6 +27,13 @@ pub(crate) struct WriteFrame<'a> {
     frame: Bytes,
 }
 
+impl WriteFrame<'_> {
+    /// What is left to write, letting go of the stream.
+    pub(crate) fn into_rest(self) -> Bytes {
+        self.frame
+    }
+}
+
 impl Future for WriteFrame<'_> {
     type Output = Result<(), quinn::WriteError>;
 

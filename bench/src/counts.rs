@@ -5,10 +5,16 @@
 //! mode) run under the tool once with `n` sequential echo calls and once with `2n`; the cost
 //! of one call is `(count(2n) − count(n)) / n`, so start-up, the handshake and shutdown cancel
 //! out. A tool that is not installed is skipped with a note.
+//!
+//! Both processes run pinned to one CPU (with `taskset`, where it can pin them): they then
+//! take turns on it, and a build's counts repeat to within a fraction of a per cent. Spread
+//! over the machine's cores, how often their threads park and wake each other across cores
+//! depends on timing, and the same build's counts moved by up to 10 % between rounds.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use crate::driver::ServerProc;
 use crate::quinn_side::Profile;
@@ -68,14 +74,16 @@ impl Tool {
             .is_ok_and(|s| s.success())
     }
 
-    /// The command line that runs a program under the tool, writing its count to `out`.
+    /// The command line that runs a program under the tool, writing its count to `out`,
+    /// pinned to one CPU if [`pinning`] can.
     fn prefix(self, out: &Path) -> Vec<OsString> {
         let mut file = OsString::from(match self {
             Tool::Callgrind => "--callgrind-out-file=",
             Tool::Strace => "",
         });
         file.push(out);
-        match self {
+        let mut line = pinning().map(<[OsString]>::to_vec).unwrap_or_default();
+        line.extend(match self {
             Tool::Callgrind => {
                 let mut log = OsString::from("--log-file=");
                 log.push(out.with_extension("log"));
@@ -97,7 +105,8 @@ impl Tool {
                 file,
                 "--".into(),
             ],
-        }
+        });
+        line
     }
 
     /// Reads the count the tool wrote to `out`.
@@ -123,6 +132,26 @@ impl Tool {
         };
         found.ok_or_else(|| format!("no total in {}", out.display()))
     }
+}
+
+/// The command prefix that pins a process to one CPU (`taskset -c 0`), if `taskset` is
+/// installed and may pin here; `None` otherwise (the counts are then taken unpinned, with a
+/// note).
+fn pinning() -> Option<&'static [OsString]> {
+    static PIN: OnceLock<Option<Vec<OsString>>> = OnceLock::new();
+    PIN.get_or_init(|| {
+        let pin: Vec<OsString> = vec!["taskset".into(), "-c".into(), "0".into()];
+        let works = Command::new(&pin[0])
+            .args(&pin[1..])
+            .arg("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        works.then_some(pin)
+    })
+    .as_deref()
 }
 
 /// Where the tools write their counts: a fresh directory under the system's temporary one.
@@ -196,6 +225,13 @@ pub(crate) fn measure(
 ) -> Vec<String> {
     let dir = scratch();
     let mut notes = Vec::new();
+    if pinning().is_none() {
+        notes.push(
+            "taskset not found or cannot pin here: the counted processes ran unpinned, and \
+             their counts move by several per cent between rounds."
+                .to_string(),
+        );
+    }
     for tool in Tool::ALL {
         if !tool.available(&dir) {
             notes.push(format!(

@@ -180,9 +180,10 @@ fn notes(sizes: &Sizes, workloads: &[Workload], profile: Profile, wall: Duration
             "Counts: instructions (valgrind --tool=callgrind, all threads) and system calls \
              (strace -f -c) of the server process and of a client process making {n} and then \
              {twice} sequential {size} B echo calls on one connection, each under the tool \
-             and both pinned to one CPU (taskset -c 0); per call = (count at {twice} − count \
-             at {n}) ÷ {n}, so start-up, handshake and exit cancel out. \"64 callers\": the \
-             same calls made by {callers} tasks sharing the connection.",
+             and both pinned to one CPU (taskset -c 0) unless a note says otherwise; per \
+             call = (count at {twice} − count at {n}) ÷ {n}, so start-up, handshake and exit \
+             cancel out. \"64 callers\": the same calls made by {callers} tasks sharing the \
+             connection.",
             n = sizes.count_calls,
             twice = 2 * sizes.count_calls,
             size = sizes.unary_size,

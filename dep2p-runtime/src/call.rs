@@ -336,15 +336,13 @@ async fn observed_stream<T: Opened>(
 fn traced<T: Send + 'static>(
     span: tracing::Span,
     observer: Option<Observer>,
-    fut: impl Future<Output = Result<T, Error>> + Send + 'static,
+    fut: Pin<Box<impl Future<Output = Result<T, Error>> + Send + 'static>>,
 ) -> CallResult<T> {
-    // With nothing to trace or observe, the call's future goes to the heap as it is: every
-    // wrapper would move the whole (large) future once more.
+    // With nothing to trace or observe, the call's future is returned as it is; otherwise it
+    // moves through the wrappers as a pointer.
     if span.is_disabled() && observer.is_none() {
-        return Box::pin(fut);
+        return fut;
     }
-    // Boxed first, the future moves through the wrappers as a pointer.
-    let fut = Box::pin(fut);
     Box::pin(trace::called(span, observed(observer, fut)))
 }
 
@@ -875,8 +873,13 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        // Without a block of its own around it: that would hold the call once more.
-        traced(span, observer, self.answer(MetadataReader::default()))
+        // Boxed where it is made, without a block of its own around it (that would hold the
+        // call once more): each function it passed through by value would copy it whole.
+        traced(
+            span,
+            observer,
+            Box::pin(self.answer(MetadataReader::default())),
+        )
     }
 }
 
@@ -929,6 +932,7 @@ where
     ///
     /// Not an `async fn`: that would keep the call in its state once more, beside the copy
     /// the bounded future holds.
+    #[inline(always)]
     fn answer<M>(self, mut meta: M) -> impl Future<Output = Result<R, Error>>
     where
         M: std::borrow::BorrowMut<MetadataReader> + Send,
@@ -937,7 +941,7 @@ where
             let deadline = self.deadline(Some(self.target.config().request_timeout));
             // One timer for the whole call: it waits for an answer, however long the handler
             // takes within the deadline.
-            deadline.answer(async move {
+            deadline.answer_with(|| async move {
                 // `started` lives until the answer is read: its connection handle keeps a
                 // dialed connection open for the call.
                 let idempotent = self.idempotent;
@@ -1023,23 +1027,27 @@ where
             Ok(observer) => observer,
             Err(err) => return Box::pin(std::future::ready(Err(err))),
         };
-        traced(span, observer, async move {
-            let config = self.target.config();
-            let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
-            let started = self.open(Kind::Notify, Some(default)).await?;
-            record_peer(&started.call.conn);
-            // A connection this node dialed closes once nothing uses it: the notification keeps
-            // it open until the peer has it.
-            let hold = started
-                .call
-                .conn
-                .is_dialed()
-                .then(|| started.call.conn.hold());
-            if let Some(hold) = hold {
-                deliver(started.send, hold, idle);
-            }
-            Ok(())
-        })
+        traced(
+            span,
+            observer,
+            Box::pin(async move {
+                let config = self.target.config();
+                let (default, idle) = (config.request_timeout, config.idle_stream_timeout);
+                let started = self.open(Kind::Notify, Some(default)).await?;
+                record_peer(&started.call.conn);
+                // A connection this node dialed closes once nothing uses it: the notification keeps
+                // it open until the peer has it.
+                let hold = started
+                    .call
+                    .conn
+                    .is_dialed()
+                    .then(|| started.call.conn.hold());
+                if let Some(hold) = hold {
+                    deliver(started.send, hold, idle);
+                }
+                Ok(())
+            }),
+        )
     }
 }
 

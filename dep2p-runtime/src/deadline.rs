@@ -111,6 +111,22 @@ impl Deadline {
         Bounded::new(self.answer_due(), fut)
     }
 
+    /// [`answer`](Self::answer) for the future `make` returns, made in its place: a large
+    /// future passed by value would be copied whole on the way in.
+    #[inline(always)]
+    pub(crate) fn answer_with<T, F>(&self, make: impl FnOnce() -> F) -> Bounded<F, Flat>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let (sleep, idle) = Bounded::<F, Flat>::timer(self.answer_due());
+        Bounded {
+            fut: make(),
+            sleep,
+            idle,
+            shape: std::marker::PhantomData,
+        }
+    }
+
     /// Runs `fut` until the deadline (no idle bound): `Err(Error::Timeout)` if the deadline
     /// comes first. For a handler's run, which may take as long as its caller allows.
     pub(crate) fn within<F: Future>(&self, fut: F) -> Bounded<F, Wrap> {
@@ -185,18 +201,23 @@ pin_project_lite::pin_project! {
 
 impl<F, S> Bounded<F, S> {
     fn new(due: Option<(Instant, Error)>, fut: F) -> Self {
-        let (sleep, idle) = match due {
-            Some((at, err)) => (
-                Some(tokio::time::sleep_until(at)),
-                matches!(err, Error::IdleTimeout),
-            ),
-            None => (None, false),
-        };
+        let (sleep, idle) = Self::timer(due);
         Bounded {
             fut,
             sleep,
             idle,
             shape: std::marker::PhantomData,
+        }
+    }
+
+    /// The timer for `due`, and whether it gives `IdleTimeout`.
+    fn timer(due: Option<(Instant, Error)>) -> (Option<Sleep>, bool) {
+        match due {
+            Some((at, err)) => (
+                Some(tokio::time::sleep_until(at)),
+                matches!(err, Error::IdleTimeout),
+            ),
+            None => (None, false),
         }
     }
 }

@@ -485,9 +485,11 @@ impl<A: Serialize> Outgoing<A> {
     where
         A: Send + 'static,
     {
-        self.attempt(kind, deadline)
-            .await
-            .map_err(|failed| failed.err)
+        let result = match self.attempt(kind, deadline) {
+            Attempt::Done(result) => result,
+            Attempt::Waiting(rest) => rest.await,
+        };
+        result.map_err(|failed| failed.err)
     }
 
     /// [`start`](Self::start), which gives the call back with the error and says whether it
@@ -506,7 +508,7 @@ impl<A: Serialize> Outgoing<A> {
         // Encoding first fails an oversized call before it takes a stream.
         let frame = match self.frame(kind, deadline.remaining()) {
             Ok(frame) => frame,
-            Err(err) => return Attempt::done(Err(Failed::new(err, self, Retry::Never))),
+            Err(err) => return Attempt::Done(Err(Failed::new(err, self, Retry::Never))),
         };
         let opened = match open_stream(self.conn.quic(), kind).now_or_never() {
             Some(opened) => opened,
@@ -517,7 +519,7 @@ impl<A: Serialize> Outgoing<A> {
             // No stream: nothing reached the peer.
             Err(err) => {
                 let failed = Failed::new(Error::from_connection(&err), self, Retry::Safe);
-                return Attempt::done(Err(failed));
+                return Attempt::Done(Err(failed));
             }
         };
         let reader = recv.map(|recv| self.conn.reader(recv));
@@ -525,7 +527,7 @@ impl<A: Serialize> Outgoing<A> {
         match (&mut write).now_or_never() {
             Some(Ok(())) => {
                 let started = self.started(kind, deadline, send, reader, max_message);
-                Attempt::done(Ok(started))
+                Attempt::Done(Ok(started))
             }
             Some(Err(err)) => Attempt::Waiting(Box::pin(self.write_failed(deadline, reader, err))),
             None => {
@@ -629,34 +631,16 @@ impl<A: Serialize> Outgoing<A> {
 /// How an attempt ends: the call started, or why not.
 type AttemptResult<A> = Result<Started<A>, Failed<A>>;
 
-/// The future of an attempt: done already, or the rest of it, boxed.
+/// A boxed future, for the rare paths of a call.
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// An attempt: done already, or the rest of it, boxed.
 // The result is kept as it is: boxing it would cost every call an allocation, to spare the
 // rare waiting attempt a few hundred bytes.
 #[allow(clippy::large_enum_variant)]
 enum Attempt<A> {
-    Done(Option<AttemptResult<A>>),
-    Waiting(Pin<Box<dyn Future<Output = AttemptResult<A>> + Send>>),
-}
-
-impl<A> Attempt<A> {
-    fn done(result: AttemptResult<A>) -> Self {
-        Attempt::Done(Some(result))
-    }
-}
-
-// Nothing in it is pinned: the result is moved out whole, the rest is a box.
-impl<A> Unpin for Attempt<A> {}
-
-impl<A> Future for Attempt<A> {
-    type Output = AttemptResult<A>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            // Polled again after it completed: it never completes twice.
-            Attempt::Done(result) => result.take().map_or(Poll::Pending, Poll::Ready),
-            Attempt::Waiting(rest) => rest.as_mut().poll(cx),
-        }
-    }
+    Done(AttemptResult<A>),
+    Waiting(Boxed<AttemptResult<A>>),
 }
 
 /// Opens a call's stream: unidirectional for a notification, bidirectional otherwise.
@@ -725,21 +709,6 @@ impl Retry {
 /// ends with either.
 fn is_refusal(status: &Error) -> bool {
     matches!(status, Error::Overloaded(_) | Error::ShuttingDown)
-}
-
-/// Waits for a call's first answer frame: `Ok(Some(refusal))` if the callee refused the call
-/// before serving it, `Ok(None)` if a frame is there to read as the call's answer.
-async fn refused(reader: &mut FrameReader) -> Result<Option<Error>, Error> {
-    match std::future::poll_fn(|cx| reader.poll_ready(cx)).await? {
-        Some(TAG_STATUS) => {
-            let status = Error::from_status_payload(reader.payload());
-            Ok(is_refusal(&status).then_some(status))
-        }
-        Some(_) => Ok(None),
-        None => Err(Error::Protocol(
-            "stream ended without the call's result".into(),
-        )),
-    }
 }
 
 impl Connection {
@@ -929,89 +898,299 @@ where
 
     /// Makes the call and reads its answer, and the metadata before it into `meta` (owned,
     /// or borrowed by a caller that reads it afterwards).
-    ///
-    /// Not an `async fn`: that would keep the call in its state once more, beside the copy
-    /// the bounded future holds.
     #[inline(always)]
-    fn answer<M>(self, mut meta: M) -> impl Future<Output = Result<R, Error>>
+    fn answer<M>(self, meta: M) -> impl Future<Output = Result<R, Error>>
     where
         M: std::borrow::BorrowMut<MetadataReader> + Send,
     {
-        {
-            let deadline = self.deadline(Some(self.target.config().request_timeout));
-            // One timer for the whole call: it waits for an answer, however long the handler
-            // takes within the deadline.
-            deadline.answer_with(|| async move {
-                // `started` lives until the answer is read: its connection handle keeps a
-                // dialed connection open for the call.
-                let idempotent = self.idempotent;
-                let (mut outgoing, retries) = self.resolve_with_retries(&deadline).await?;
-                record_peer(&outgoing.conn);
-                let mut attempts = 1;
-                loop {
-                    let failed = match outgoing.attempt(Kind::Unary, deadline).await {
-                        Ok(mut started) => {
-                            let reader = started
-                                .reader
-                                .as_mut()
-                                .ok_or_else(|| Error::Protocol("no response stream".into()))?;
-                            match refused(reader).await {
-                                Ok(Some(refusal)) => {
-                                    Failed::new(refusal, started.call, Retry::Safe)
-                                }
-                                // No answer came: the transport failed under the call.
-                                Err(err) => {
-                                    let retry = Retry::after_transport_failure(&err);
-                                    Failed::new(err, started.call, retry)
-                                }
-                                // The frame is there: reading it waits no more.
-                                Ok(None) => {
-                                    let result =
-                                        stream::read_result(reader, meta.borrow_mut()).await;
-                                    if let (Ok(_), Some(retries)) = (&result, &retries) {
-                                        retries.succeeded();
-                                    }
-                                    // The stream's end may follow in a packet of its own: it
-                                    // waits for it on the connection.
-                                    if let (Ok(_), Some(reader)) = (&result, started.reader.take())
-                                    {
-                                        started.call.conn.linger(reader);
-                                    }
-                                    return result;
-                                }
-                            }
-                        }
-                        Err(failed) => failed,
-                    };
-                    // A call that never reached a handler, or an idempotent one whose
-                    // transport failed, is tried again through a target that retries,
-                    // while the policy and its budget allow.
-                    let Failed {
-                        err,
-                        mut call,
-                        retry,
-                    } = failed;
-                    let Some(retries) = retries.as_ref().filter(|_| retry.allows(idempotent))
-                    else {
-                        return Err(err);
-                    };
-                    let Some(delay) = retries.retry_after(attempts) else {
-                        return Err(err);
-                    };
-                    tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
-                    // Boxed: a rare path, kept out of every call's future.
-                    call.conn = Box::pin(async {
-                        tokio::time::sleep(delay).await;
-                        retries.connection(&deadline).await
-                    })
-                    .await?;
-                    record_peer(&call.conn);
-                    outgoing = call;
-                    attempts += 1;
-                }
-            })
+        let deadline = self.deadline(Some(self.target.config().request_timeout));
+        let idempotent = self.idempotent;
+        // One timer for the whole call: it waits for an answer, however long the handler
+        // takes within the deadline.
+        deadline.answer_with(|| Answering {
+            deadline,
+            meta,
+            retries: None,
+            attempts: 1,
+            idempotent,
+            step: match self.resolve_now() {
+                Ok(outgoing) => Step::Ready(outgoing),
+                // A target that provides connections (a peer): waited for, boxed.
+                Err(call) => Step::Resolving(Box::pin(async move {
+                    call.resolve_with_retries(&deadline).await
+                })),
+            },
+            result: PhantomData,
+        })
+    }
+}
+
+impl<K, A> Call<K, A> {
+    /// The call with its connection, if its target is one; the call back otherwise.
+    fn resolve_now(self) -> Result<Outgoing<A>, Self> {
+        let Call {
+            target,
+            service,
+            method,
+            args,
+            timeout,
+            metadata,
+            idempotent,
+            compress,
+            _kind,
+        } = self;
+        match target.into_connection() {
+            Ok(conn) => Ok(Outgoing {
+                conn,
+                service,
+                method,
+                args,
+                metadata,
+                compress,
+            }),
+            Err(target) => Err(Call {
+                target,
+                service,
+                method,
+                args,
+                timeout,
+                metadata,
+                idempotent,
+                compress,
+                _kind,
+            }),
         }
     }
+}
+
+/// A request-response call in flight, from its first attempt to its answer, trying again
+/// through a target that retries.
+///
+/// Written out as a state machine rather than as an `async` block: the block kept the call,
+/// its attempt and its started stream side by side in every state, 1,816 bytes in all, and
+/// each call's future is copied whole on its way into its box. Every state but the usual
+/// two (a call ready to attempt, a call reading its answer) is boxed where it is entered.
+struct Answering<A, R, M> {
+    deadline: Deadline,
+    /// Where the metadata before the answer goes.
+    meta: M,
+    /// What the target retries with, once resolved: `None` for a connection.
+    retries: Retries,
+    attempts: u32,
+    idempotent: bool,
+    step: Step<A>,
+    result: PhantomData<fn() -> R>,
+}
+
+/// Where an [`Answering`] call is.
+// The usual states are kept as they are: boxing them would cost every call an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Step<A> {
+    /// Resolved to its connection: attempted when next polled.
+    Ready(Outgoing<A>),
+    /// Waiting for a connection from its target.
+    Resolving(Boxed<Result<(Outgoing<A>, Retries), Error>>),
+    /// An attempt that waits for a stream, or for the stream's window.
+    Attempting(Boxed<AttemptResult<A>>),
+    /// The request is out: reading the answer. `answered` once a first frame has come that
+    /// is not a refusal; from then on a failure is the call's and is not retried.
+    Reading { started: Started<A>, answered: bool },
+    /// Waiting to try again: the delay, then a connection.
+    Retrying(Boxed<Result<Outgoing<A>, Error>>),
+    /// Answered (or failed); polled again, it stays pending.
+    Done,
+}
+
+// Nothing in it is pinned: its futures are boxed, the rest is moved at will.
+impl<A, R, M> Unpin for Answering<A, R, M> {}
+
+impl<A, R, M> Future for Answering<A, R, M>
+where
+    A: Serialize + Send + 'static,
+    R: DeserializeOwned,
+    M: std::borrow::BorrowMut<MetadataReader>,
+{
+    type Output = Result<R, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            let failed = match &mut this.step {
+                Step::Ready(_) => {
+                    // Matched just above: the else branch is never taken.
+                    let Step::Ready(call) = std::mem::replace(&mut this.step, Step::Done) else {
+                        continue;
+                    };
+                    match this.attempt(call) {
+                        Some(failed) => failed,
+                        None => continue,
+                    }
+                }
+                Step::Resolving(resolving) => match resolving.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(err)) => return this.finish(Err(err)),
+                    Poll::Ready(Ok((call, retries))) => {
+                        this.retries = retries;
+                        match this.attempt(call) {
+                            Some(failed) => failed,
+                            None => continue,
+                        }
+                    }
+                },
+                Step::Attempting(attempt) => match attempt.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(started)) => {
+                        this.step = Step::Reading {
+                            started,
+                            answered: false,
+                        };
+                        continue;
+                    }
+                    Poll::Ready(Err(failed)) => failed,
+                },
+                Step::Reading { started, answered } => {
+                    match read_answer(started, answered, this.meta.borrow_mut(), cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(result)) => {
+                            if result.is_ok() {
+                                if let Some(retries) = &this.retries {
+                                    retries.succeeded();
+                                }
+                                // The stream's end may follow in a packet of its own: it
+                                // waits for it on the connection.
+                                if let Some(reader) = started.reader.take() {
+                                    started.call.conn.linger(reader);
+                                }
+                            }
+                            return this.finish(result);
+                        }
+                        Poll::Ready(Err((err, retry))) => {
+                            // Matched just above: the else branch is never taken.
+                            let Step::Reading { started, .. } =
+                                std::mem::replace(&mut this.step, Step::Done)
+                            else {
+                                continue;
+                            };
+                            Failed::new(err, started.call, retry)
+                        }
+                    }
+                }
+                Step::Retrying(retrying) => match retrying.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(err)) => return this.finish(Err(err)),
+                    Poll::Ready(Ok(call)) => match this.attempt(call) {
+                        Some(failed) => failed,
+                        None => continue,
+                    },
+                },
+                Step::Done => return Poll::Pending,
+            };
+            if let Some(err) = this.retry(failed) {
+                return this.finish(Err(err));
+            }
+        }
+    }
+}
+
+impl<A, R, M> Answering<A, R, M>
+where
+    A: Serialize + Send + 'static,
+{
+    /// Attempts the call: its stream opened and its frame written at once in the usual
+    /// case, the rest of the attempt boxed otherwise. The failure, if it failed at once.
+    fn attempt(&mut self, call: Outgoing<A>) -> Option<Failed<A>> {
+        record_peer(&call.conn);
+        match call.attempt(Kind::Unary, self.deadline) {
+            Attempt::Done(Ok(started)) => {
+                self.step = Step::Reading {
+                    started,
+                    answered: false,
+                };
+                None
+            }
+            Attempt::Done(Err(failed)) => Some(failed),
+            Attempt::Waiting(rest) => {
+                self.step = Step::Attempting(rest);
+                None
+            }
+        }
+    }
+
+    /// After a failed attempt: tries again if the call never reached a handler, or is
+    /// idempotent and its transport failed, through a target that retries, while the
+    /// policy and its budget allow. The error to end with otherwise.
+    fn retry(&mut self, failed: Failed<A>) -> Option<Error> {
+        let Failed {
+            err,
+            mut call,
+            retry,
+        } = failed;
+        let Some(retries) = self
+            .retries
+            .as_ref()
+            .filter(|_| retry.allows(self.idempotent))
+        else {
+            return Some(err);
+        };
+        let Some(delay) = retries.retry_after(self.attempts) else {
+            return Some(err);
+        };
+        let attempts = self.attempts;
+        tracing::debug!(%err, attempts, ?delay, ?retry, "call not answered: retrying");
+        let (retries, deadline) = (retries.clone(), self.deadline);
+        self.step = Step::Retrying(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            call.conn = retries.connection(&deadline).await?;
+            Ok(call)
+        }));
+        self.attempts += 1;
+        None
+    }
+
+    /// Ends the call with `result`.
+    fn finish<T>(&mut self, result: Result<T, Error>) -> Poll<Result<T, Error>> {
+        self.step = Step::Done;
+        Poll::Ready(result)
+    }
+}
+
+/// A call whose transport failed before any answer, with how it may be retried.
+fn transport_failure(err: Error) -> (Error, Retry) {
+    let retry = Retry::after_transport_failure(&err);
+    (err, retry)
+}
+
+/// Reads a started call's answer: the metadata frames before it into `meta`, then its RESULT
+/// or STATUS. `Err` with how it may be retried if the call failed before any answer: refused
+/// by the callee, or its transport failed.
+fn read_answer<A, R: DeserializeOwned>(
+    started: &mut Started<A>,
+    answered: &mut bool,
+    meta: &mut MetadataReader,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Result<R, Error>, (Error, Retry)>> {
+    let Some(reader) = started.reader.as_mut() else {
+        return Poll::Ready(Ok(Err(Error::Protocol("no response stream".into()))));
+    };
+    if !*answered {
+        let failed = match std::task::ready!(reader.poll_ready(cx)) {
+            Ok(Some(TAG_STATUS)) => {
+                let status = Error::from_status_payload(reader.payload());
+                is_refusal(&status).then_some((status, Retry::Safe))
+            }
+            Ok(Some(_)) => None,
+            // No answer came: the transport failed under the call.
+            Ok(None) => Some(transport_failure(Error::Protocol(
+                "stream ended without the call's result".into(),
+            ))),
+            Err(err) => Some(transport_failure(err.into())),
+        };
+        if let Some(failed) = failed {
+            return Poll::Ready(Err(failed));
+        }
+        *answered = true;
+    }
+    stream::poll_result(reader, meta, cx).map(Ok)
 }
 
 impl<A> IntoFuture for Call<NotifyKind, A>

@@ -148,6 +148,17 @@ impl Target {
 pub(crate) type Retries = Option<Arc<dyn Provide>>;
 
 impl Target {
+    /// The connection itself, for a target that is one; the target back otherwise.
+    pub(crate) fn into_connection(self) -> Result<Connection, Self> {
+        match self.route {
+            Route::Connection(conn) => Ok(conn),
+            route => Err(Target {
+                route,
+                layers: self.layers,
+            }),
+        }
+    }
+
     /// The connection to make a call on, and, for a provider, the provider to retry with.
     pub(crate) async fn connection_and_retries(
         self,

@@ -4,7 +4,7 @@
 mod receiver;
 mod sender;
 
-pub(crate) use receiver::read_result;
+pub(crate) use receiver::poll_result;
 pub use receiver::{Receiver, Response};
 pub use sender::Sender;
 

@@ -473,14 +473,24 @@ pub(crate) async fn read_result<R: DeserializeOwned>(
     reader: &mut FrameReader,
     meta: &mut MetadataReader,
 ) -> Result<R, Error> {
-    let mut tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
-    while let Some(metadata) = tag {
-        if !meta.frame(metadata, reader.payload(), reader.metadata_limits())? {
-            break;
+    std::future::poll_fn(|cx| poll_result(reader, meta, cx)).await
+}
+
+/// [`read_result`], polled by hand.
+pub(crate) fn poll_result<R: DeserializeOwned>(
+    reader: &mut FrameReader,
+    meta: &mut MetadataReader,
+    cx: &mut Context<'_>,
+) -> Poll<Result<R, Error>> {
+    let tag = loop {
+        let tag = std::task::ready!(reader.poll_ready(cx))?;
+        match tag {
+            Some(tag) if meta.frame(tag, reader.payload(), reader.metadata_limits())? => {
+                reader.consume()
+            }
+            tag => break tag,
         }
-        reader.consume();
-        tag = std::future::poll_fn(|cx| reader.poll_ready(cx)).await?;
-    }
+    };
     let result = match tag {
         Some(TAG_RESULT) => wire::decode(reader.payload()).map_err(Error::from),
         Some(TAG_STATUS) => Err(Error::from_status_payload(reader.payload())),
@@ -493,7 +503,7 @@ pub(crate) async fn read_result<R: DeserializeOwned>(
     };
     reader.consume();
     reader.check_end()?;
-    result
+    Poll::Ready(result)
 }
 
 impl<R: 'static> Response<R> {

@@ -101,18 +101,23 @@ struct NoopLayer;
 impl ClientLayer for NoopLayer {}
 
 /// Binds the benchmark server; `limit` raises the concurrent calls and streams allowed per
-/// connection; `layered` serves through one no-op layer. Returns the node (which must be
+/// connection; `inline_limit` replaces the node's default; `layered` serves through one
+/// no-op layer. Returns the node (which must be
 /// kept) and its id.
 pub(crate) async fn serve(
     addr: SocketAddr,
     limit: Option<u32>,
     fast_loopback: bool,
+    inline_limit: Option<Duration>,
     state: Arc<ServerState>,
     layered: bool,
 ) -> (Node, SocketAddr, String) {
     let mut builder = Node::builder()
         .fast_loopback(fast_loopback)
         .serve(BenchServer::new(Handlers { state }));
+    if let Some(limit) = inline_limit {
+        builder = builder.inline_limit(Some(limit));
+    }
     if layered {
         // A pass-through layer: each call goes through a layered service, not its handler
         // directly.

@@ -214,18 +214,18 @@ pub(crate) struct ServerProc {
 
 impl ServerProc {
     pub(crate) fn spawn(imp: Impl, max_streams: Option<u32>, profile: Profile) -> ServerProc {
-        ServerProc::spawn_under(&[], imp, max_streams, profile, true)
+        ServerProc::spawn_under(&[], imp, max_streams, profile, &[])
     }
 
     /// Starts the server through `prefix` (a program and its arguments, such as a counting
-    /// tool; empty to start it directly); `fast_loopback` false turns dep2p's loopback
-    /// transport profile off.
+    /// tool; empty to start it directly), with `extra` server options (such as
+    /// `--no-fast-loopback`).
     pub(crate) fn spawn_under(
         prefix: &[std::ffi::OsString],
         imp: Impl,
         max_streams: Option<u32>,
         profile: Profile,
-        fast_loopback: bool,
+        extra: &[&str],
     ) -> ServerProc {
         let exe = std::env::current_exe().expect("path of this program");
         let mut cmd = match prefix.split_first() {
@@ -243,9 +243,7 @@ impl ServerProc {
         if profile == Profile::Loopback {
             cmd.arg("--quinn-loopback");
         }
-        if !fast_loopback {
-            cmd.arg("--no-fast-loopback");
-        }
+        cmd.args(extra);
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

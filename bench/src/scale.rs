@@ -192,7 +192,7 @@ async fn message_sizes(imp: Impl, sizes: &Sizes, profile: Profile, fig: &mut Fig
 }
 
 async fn real_path(imp: Impl, sizes: &Sizes, profile: Profile, fig: &mut Figures) {
-    let server = ServerProc::spawn_under(&[], imp, None, profile, false);
+    let server = ServerProc::spawn_under(&[], imp, None, profile, &["--no-fast-loopback"]);
     let clients = open(imp, &server, profile, 1, false).await;
     let client = clients.into_iter().next().expect("one connection");
     let size = sizes.unary_size;

@@ -25,6 +25,8 @@ pub(crate) struct ServerArgs {
     pub(crate) profile: Profile,
     /// dep2p's `fast_loopback` setting (default true).
     pub(crate) fast_loopback: bool,
+    /// dep2p's `inline_limit`, if not its default.
+    pub(crate) inline_limit: Option<std::time::Duration>,
 }
 
 pub(crate) fn run(args: ServerArgs) -> ! {
@@ -37,6 +39,7 @@ pub(crate) fn run(args: ServerArgs) -> ! {
                 args.addr,
                 args.max_streams,
                 args.fast_loopback,
+                args.inline_limit,
                 Arc::clone(&state),
                 args.imp == Impl::Layered,
             ));

@@ -87,7 +87,16 @@ pub(crate) struct Config {
     /// Datagram handlers a connection may have running at once; a datagram arriving when all
     /// are busy is dropped and counted. Default: 64.
     pub(crate) max_datagram_handlers: usize,
+    /// How long a call polled in its connection's accept loop may take before the loop
+    /// spawns its next calls without polling them; `None`: every call is spawned.
+    /// Default: 200 µs.
+    pub(crate) inline_limit: Option<Duration>,
 }
+
+/// The default [`Config::inline_limit`]: far beyond what serving a call that needs no wait
+/// takes (a few microseconds to a few tens), and within what tokio asks of code between two
+/// waits.
+pub(crate) const INLINE_LIMIT: Duration = Duration::from_micros(200);
 
 impl Default for Config {
     fn default() -> Self {
@@ -118,6 +127,7 @@ impl Default for Config {
             client_layers: ClientLayers::default(),
             datagrams: true,
             max_datagram_handlers: 64,
+            inline_limit: Some(INLINE_LIMIT),
         }
     }
 }

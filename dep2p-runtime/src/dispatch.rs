@@ -2,9 +2,10 @@
 //! the checks that turn each stream's header into an [`IncomingCall`] for its service.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -59,6 +60,7 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
         Arc::clone(&limit),
         parent.clone(),
     ));
+    let mut inline = Inline::new(&link);
     while let Ok((send, recv)) = link.quic().accept_bi().await {
         let call = serve_stream(
             link.connection(),
@@ -68,7 +70,9 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
             Place::Try(Arc::clone(&limit)),
             parent.clone(),
         );
-        link.shared().tracker().spawn(call);
+        if let Some(call) = inline.serve(call).await {
+            call.spawn(link.shared().tracker());
+        }
     }
     // The connection is gone: a notification loop waiting for a place stops.
     limit.close();
@@ -89,6 +93,7 @@ async fn serve_notifications(
     limit: Arc<Semaphore>,
     parent: tracing::Span,
 ) {
+    let mut inline = Inline::new(&link);
     while let Ok(recv) = link.quic().accept_uni().await {
         // Fails only once the limit is closed, with the connection.
         let Ok(place) = Arc::clone(&limit).acquire_owned().await else {
@@ -102,7 +107,75 @@ async fn serve_notifications(
             Place::Held(place),
             parent.clone(),
         );
-        link.shared().tracker().spawn(call);
+        if let Some(call) = inline.serve(call).await {
+            call.spawn(link.shared().tracker());
+        }
+    }
+}
+
+/// How many calls an accept loop spawns without polling them after a call kept it too long.
+const SPAWN_AFTER_SLOW: u32 = 64;
+
+/// Where an accept loop serves its calls: in its own task while they are done in their
+/// first poll, spawned once they wait (see [`NodeBuilder::inline_limit`]).
+///
+/// [`NodeBuilder::inline_limit`]: crate::NodeBuilder::inline_limit
+struct Inline {
+    /// How long a first poll here may take; `None`: calls are all spawned.
+    limit: Option<Duration>,
+    /// Calls still to spawn without a first poll here.
+    spawn: u32,
+}
+
+impl Inline {
+    fn new(conn: &Link) -> Self {
+        Inline {
+            limit: conn.config().inline_limit,
+            spawn: 0,
+        }
+    }
+
+    /// Polls `call` here once, unless calls are to be spawned for now. The call to spawn, if
+    /// it is not done.
+    fn serve<'a, F: Future<Output = ()> + 'a>(
+        &'a mut self,
+        call: F,
+    ) -> impl Future<Output = Option<Serve<F>>> + 'a {
+        let mut call = Some(call);
+        std::future::poll_fn(move |cx| Poll::Ready(call.take().and_then(|call| self.run(call, cx))))
+    }
+
+    fn run<F: Future<Output = ()>>(&mut self, call: F, cx: &mut Context<'_>) -> Option<Serve<F>> {
+        let Some(limit) = self.limit.filter(|_| self.spawn == 0) else {
+            self.spawn = self.spawn.saturating_sub(1);
+            return Some(Serve::Fresh(call));
+        };
+        let mut call = Box::pin(call);
+        let started = Instant::now();
+        let polled = call.as_mut().poll(cx);
+        if started.elapsed() > limit {
+            self.spawn = SPAWN_AFTER_SLOW;
+        }
+        // The call now waits on wakers of this loop's task; the task it is spawned as polls
+        // it again at once, and from then on it wakes that task instead.
+        polled.is_pending().then_some(Serve::Polled(call))
+    }
+}
+
+/// A call for a task of its own.
+enum Serve<F> {
+    /// Not polled yet.
+    Fresh(F),
+    /// Polled once, and waiting.
+    Polled(Pin<Box<F>>),
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Serve<F> {
+    fn spawn(self, tracker: &tokio_util::task::TaskTracker) {
+        match self {
+            Serve::Fresh(call) => drop(tracker.spawn(call)),
+            Serve::Polled(call) => drop(tracker.spawn(call)),
+        }
     }
 }
 

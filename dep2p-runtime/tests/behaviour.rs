@@ -489,3 +489,32 @@ async fn completed_calls_stop_and_reset_no_stream() {
         "{stats:?}"
     );
 }
+
+/// A call done in its first poll is served in its connection's accept loop; a handler that
+/// blocks its thread there must not keep the connection's later calls from running side by
+/// side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handlers_that_block_before_waiting_still_run_side_by_side() {
+    let probe = probe();
+    let (_server, _client, conn) = pair(&probe).await;
+    // Served in the accept loop, which it keeps for far longer than the inline limit.
+    assert_eq!(block(&conn, 50).await.unwrap(), 50);
+    // So the next calls are spawned, each as a task of its own.
+    let calls = (0..3).map(|_| block(&conn, 300).into_future());
+    let done = futures::future::try_join_all(calls).await.unwrap();
+    assert_eq!(done, [300; 3]);
+    let most = probe.most_blocking.load(Ordering::SeqCst);
+    assert!(most >= 2, "at most {most} blocking handler(s) ran at once");
+}
+
+/// With `inline_limit(None)` every call is a task of its own from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_an_inline_limit_every_call_is_spawned() {
+    let probe = probe();
+    let (_server, _client, conn) = pair_with(Node::builder().inline_limit(None), &probe).await;
+    let calls = (0..2).map(|_| block(&conn, 300).into_future());
+    let done = futures::future::try_join_all(calls).await.unwrap();
+    assert_eq!(done, [300; 2]);
+    let most = probe.most_blocking.load(Ordering::SeqCst);
+    assert_eq!(most, 2, "the two blocking handlers ran one after the other");
+}

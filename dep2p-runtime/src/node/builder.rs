@@ -420,6 +420,34 @@ impl NodeBuilder {
         self
     }
 
+    /// How long a call may keep its connection's accept loop.
+    ///
+    /// Most calls are done the first time they are polled: the header came with the
+    /// stream, the handler does not wait, the answer fits the stream's window. The node
+    /// serves such a call in the task that accepted its stream, without a task of its own,
+    /// and spawns a call as a task only once it has to wait. That spares each call a spawn,
+    /// its scheduling and often the wake-up of another worker thread.
+    ///
+    /// A handler that computes for long before its first `.await` would hold up the next
+    /// calls on its connection. After a first poll that took longer than `limit`, the
+    /// connection's next 64 calls are spawned without being polled there, so that such
+    /// handlers run side by side on the runtime's worker threads; then the node tries again.
+    /// Long computations belong in [`tokio::task::spawn_blocking`] all the same. `None`
+    /// spawns every call as a task of its own.
+    ///
+    /// Default: `Some(200 µs)`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// // Handlers that compute before they wait: every call in a task of its own.
+    /// let builder = dep2p_runtime::Node::builder().inline_limit(None);
+    /// # let _ = builder;
+    /// ```
+    pub fn inline_limit(mut self, limit: Option<Duration>) -> Self {
+        self.config.inline_limit = limit;
+        self
+    }
+
     /// Which messages the node compresses before sending them, per method and from which
     /// size (see [`Compression`](crate::Compression)); a single call can override its
     /// method's setting with [`Call::compress`](crate::Call::compress). Only connections

@@ -31,6 +31,9 @@ pub struct Probe {
     pub sent: AtomicUsize,
     /// Ids of the `slow_note` notifications whose handler ran.
     pub handled: std::sync::Mutex<Vec<u32>>,
+    /// `block` handlers blocking their thread now, and the most there were at once.
+    pub blocking: AtomicUsize,
+    pub most_blocking: AtomicUsize,
 }
 
 /// Counts a handler as running until dropped; counts it as cancelled unless `done`.
@@ -102,6 +105,14 @@ impl Service for TestService {
                 let mut guard = Running::new(&probe);
                 probe.release.notified().await;
                 guard.done = true;
+            }),
+            "block" => call.unary(move |(ms,): (u64,)| async move {
+                // Blocks its thread, without a wait, as a handler that computes does.
+                let now = probe.blocking.fetch_add(1, Ordering::SeqCst) + 1;
+                probe.most_blocking.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(ms));
+                probe.blocking.fetch_sub(1, Ordering::SeqCst);
+                ms
             }),
             "bytes" => call.unary(|(n,): (usize,)| async move { vec![7u8; n] }),
             "note" => call.notify(move |(s,): (String,)| async move {
@@ -246,6 +257,11 @@ pub fn echo(conn: &Connection, s: &str) -> Unary<(String,), String> {
 
 pub fn sleep(conn: &Connection, ms: u64) -> Unary<(u64,), u64> {
     Unary::new(conn, SERVICE, "sleep", (ms,))
+}
+
+/// A call whose handler blocks its thread for `ms` milliseconds before it returns.
+pub fn block(conn: &Connection, ms: u64) -> Unary<(u64,), u64> {
+    Unary::new(conn, SERVICE, "block", (ms,))
 }
 
 pub fn hold(conn: &Connection) -> Unary<(), ()> {

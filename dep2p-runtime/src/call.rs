@@ -340,10 +340,35 @@ fn traced<T: Send + 'static>(
 ) -> CallResult<T> {
     // With nothing to trace or observe, the call's future is returned as it is; otherwise it
     // moves through the wrappers as a pointer.
-    if span.is_disabled() && observer.is_none() {
-        return fut;
+    if span.is_disabled() {
+        return match observer {
+            None => fut,
+            // Layers without a span: a small future around the call's, rather than the
+            // tracing wrapper's state.
+            Some(observer) => Box::pin(Observed { fut, observer }),
+        };
     }
     Box::pin(trace::called(span, observed(observer, fut)))
+}
+
+/// A call's future that runs its client layers' `after` hooks when it completes (and, through
+/// the [`Observer`]'s drop, when it is dropped first).
+struct Observed<F> {
+    fut: Pin<Box<F>>,
+    observer: Observer,
+}
+
+impl<T, F: Future<Output = Result<T, Error>>> Future for Observed<F> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.fut.as_mut().poll(cx));
+        self.observer.finish(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(err) => Outcome::Failed(err.clone()),
+        });
+        Poll::Ready(result)
+    }
 }
 
 /// [`traced`] for a streaming call, observed until its response completes.

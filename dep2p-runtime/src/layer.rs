@@ -175,20 +175,41 @@ where
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // Most layers are ready at once: the call goes in now, and the box holds only its
+        // future. A layer that is not waits for readiness with the call's own waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match service.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let fut = service.call(call);
+                return Box::pin(async move { outcome(fut.await) });
+            }
+            Poll::Ready(Err(err)) => {
+                let err = Error::Overloaded(error_text(err));
+                return Box::pin(async move { call.refuse(err).await });
+            }
+            Poll::Pending => {}
+        }
         Box::pin(async move {
             let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
             if let Err(err) = ready.map_err(error_text) {
                 return call.refuse(Error::Overloaded(err)).await;
             }
-            match service.call(call).await {
-                Ok(outcome) => outcome,
-                Err(err) => {
-                    let err = error_text(err);
-                    tracing::warn!(%err, "a layer failed a call");
-                    Outcome::Failed(Error::HandlerFailed(err))
-                }
-            }
+            outcome(service.call(call).await)
         })
+    }
+}
+
+/// The outcome of a call through a layer: a layer's error fails the call.
+fn outcome(
+    result: Result<Outcome, impl Into<Box<dyn std::error::Error + Send + Sync>>>,
+) -> Outcome {
+    match result {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            let err = error_text(err);
+            tracing::warn!(%err, "a layer failed a call");
+            Outcome::Failed(Error::HandlerFailed(err))
+        }
     }
 }
 

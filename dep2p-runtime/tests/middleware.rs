@@ -632,3 +632,30 @@ async fn tower_layers_compose_with_service_builder() {
         ]
     );
 }
+
+/// A layer that is not ready at once (tower's concurrency limit, full) holds the call until
+/// it is, then serves it.
+#[tokio::test]
+async fn a_layer_that_is_not_ready_holds_the_call_until_it_is() {
+    let limit = tower::limit::ConcurrencyLimitLayer::new(1);
+    let server = bind(
+        Node::builder()
+            .layer(limit)
+            .serve(GuardedServer::new(Impl::default())),
+    )
+    .await;
+    let client = bind(Node::builder()).await;
+    let guarded = GuardedClient::new(connect(&client, &server).await);
+    // The one place is taken for 300 ms.
+    let slow = tokio::spawn({
+        let guarded = guarded.clone();
+        async move { guarded.sleep(300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(guarded.echo("x".into()).await.unwrap(), "x");
+    let waited = started.elapsed();
+    assert_eq!(slow.await.unwrap().unwrap(), 300);
+    // It waited for the place, and got it once the slow call ended.
+    assert!(waited >= Duration::from_millis(100), "served after {waited:?}");
+}

@@ -657,5 +657,8 @@ async fn a_layer_that_is_not_ready_holds_the_call_until_it_is() {
     let waited = started.elapsed();
     assert_eq!(slow.await.unwrap().unwrap(), 300);
     // It waited for the place, and got it once the slow call ended.
-    assert!(waited >= Duration::from_millis(100), "served after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(100),
+        "served after {waited:?}"
+    );
 }

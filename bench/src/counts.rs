@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use crate::driver::ServerProc;
+use crate::harness::ServerProc;
 use crate::quinn_side::Profile;
 use crate::report::Figures;
 use crate::work::Impl;

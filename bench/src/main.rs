@@ -5,6 +5,7 @@
 mod counts;
 mod dep2p_side;
 mod driver;
+mod harness;
 mod quinn_side;
 mod report;
 mod scale;

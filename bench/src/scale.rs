@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::StreamExt;
 
-use crate::driver::{on_client, percentile, spawn, Client, ServerProc, MIB};
+use crate::harness::{on_client, percentile, spawn, Client, ServerProc, MIB};
 use crate::quinn_side::Profile;
 use crate::report::Figures;
 use crate::work::{Impl, Sizes};

@@ -169,6 +169,27 @@ fn end(mut buf: Vec<u8>) -> Bytes {
     Bytes::from(buf)
 }
 
+/// A postcard output that appends to a buffer (the room is reserved beforehand).
+struct Append<'a>(&'a mut bytes::BytesMut);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.extend_from_slice(&[data]);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 fn encode_err(err: postcard::Error) -> WireError {
     WireError::Decode(format!("could not encode: {err}"))
 }
@@ -213,14 +234,28 @@ pub(crate) fn encode_into<T: Serialize>(
     }
     let start = frames.len();
     frames.reserve(FRAME_HEAD + size);
-    // `size + 1` fits in u32: `max` is kept below 2^32 - 1 by the node's configuration.
-    frames.extend_from_slice(&((size + 1) as u32).to_be_bytes());
-    frames.extend_from_slice(&[tag]);
-    frames.resize(start + FRAME_HEAD + size, 0);
-    if let Err(e) = postcard::to_slice(value, &mut frames[start + FRAME_HEAD..]) {
-        frames.truncate(start);
-        return Err(encode_err(e));
-    }
+    frames.extend_from_slice(&[0, 0, 0, 0, tag]);
+    // Written where it goes, without zeroing the room first; the length is the one written.
+    let written = postcard::serialize_with_flavor(value, Append(frames))
+        .map_err(encode_err)
+        .and_then(|()| {
+            let written = frames.len() - start - FRAME_HEAD;
+            if written > max {
+                return Err(WireError::MessageTooLarge(format!(
+                    "{written} bytes to send, the limit is {max}"
+                )));
+            }
+            Ok(written)
+        });
+    let written = match written {
+        Ok(written) => written,
+        Err(err) => {
+            frames.truncate(start);
+            return Err(err);
+        }
+    };
+    // `written + 1` fits in u32: `max` is kept below 2^32 - 1 by the node's configuration.
+    frames[start..start + 4].copy_from_slice(&((written + 1) as u32).to_be_bytes());
     pack_frame(frames, start, 0, pack);
     Ok(())
 }

@@ -177,16 +177,30 @@ fn scratch() -> PathBuf {
     dir
 }
 
-/// Runs a server process and a client process making `calls` echo calls of `size` bytes, both
-/// under `tool`; returns their counts (server, client).
+/// What a counted client process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Echo calls, made by this many tasks sharing the connection.
+    Calls(usize),
+    /// One server-streaming call.
+    Stream,
+}
+
+/// Runs a server process and a client process making `n` echo calls of `size` bytes (or, for
+/// [`Work::Stream`], one server-streaming call of `n` messages of `size` bytes), both under
+/// `tool`; returns their counts (server, client).
 fn count_once(
     tool: Tool,
     imp: Impl,
     profile: Profile,
-    (calls, callers): (usize, usize),
+    (calls, work): (usize, Work),
     size: usize,
     dir: &Path,
 ) -> Result<(u64, u64), String> {
+    let callers = match work {
+        Work::Calls(callers) => callers,
+        Work::Stream => 0,
+    };
     let tag = format!("{}-{}-{calls}-{callers}", tool.key(), imp.name());
     let server_out = dir.join(format!("{tag}-server.out"));
     let client_out = dir.join(format!("{tag}-client.out"));
@@ -212,9 +226,11 @@ fn count_once(
         &calls.to_string(),
         "--size",
         &size.to_string(),
-        "--callers",
-        &callers.to_string(),
     ]);
+    match work {
+        Work::Calls(callers) => cmd.args(["--callers", &callers.to_string()]),
+        Work::Stream => cmd.arg("--stream"),
+    };
     if profile == Profile::Loopback {
         cmd.arg("--quinn-loopback");
     }
@@ -234,15 +250,19 @@ fn count_once(
 /// Callers sharing the connection in the concurrent count, as in the concurrency workload.
 pub(crate) const CONCURRENT_CALLERS: usize = 64;
 
+/// Messages of the smaller counted streaming call, per call of the smaller unary count.
+pub(crate) const STREAM_MESSAGES_PER_CALL: usize = 10;
+
 /// Counts per unary call with every tool that is installed, as
 /// `unary_{instr,syscalls}_per_call_{server,client,both}` figures for calls made one after
-/// another, and `concurrent_…` for calls made by [`CONCURRENT_CALLERS`] tasks at once;
-/// returns notes on what was skipped.
+/// another, `concurrent_…` for calls made by [`CONCURRENT_CALLERS`] tasks at once, and
+/// `stream_…` per message of `message_size` bytes of one server-streaming call; returns
+/// notes on what was skipped.
 pub(crate) fn measure(
     imp: Impl,
     profile: Profile,
     calls: usize,
-    size: usize,
+    (size, message_size): (usize, usize),
     fig: &mut Figures,
 ) -> Vec<String> {
     let dir = scratch();
@@ -263,8 +283,18 @@ pub(crate) fn measure(
             ));
             continue;
         }
-        for (callers, stem) in [(1, "unary"), (CONCURRENT_CALLERS, "concurrent")] {
-            let count = |n| count_once(tool, imp, profile, (n, callers), size, &dir);
+        let works = [
+            (Work::Calls(1), "unary", calls, size),
+            (Work::Calls(CONCURRENT_CALLERS), "concurrent", calls, size),
+            (
+                Work::Stream,
+                "stream",
+                STREAM_MESSAGES_PER_CALL * calls,
+                message_size,
+            ),
+        ];
+        for (work, stem, calls, size) in works {
+            let count = |n| count_once(tool, imp, profile, (n, work), size, &dir);
             let counted = count(calls).and_then(|once| count(2 * calls).map(|twice| (once, twice)));
             match counted {
                 Ok(((s1, c1), (s2, c2))) => {
@@ -275,7 +305,7 @@ pub(crate) fn measure(
                     fig.set_owned(format!("{stem}_{key}_per_call_both"), per(s1 + c1, s2 + c2));
                 }
                 Err(err) => notes.push(format!(
-                    "{} per call ({callers} callers) not counted for {imp}: {err}",
+                    "{} per call ({work:?}) not counted for {imp}: {err}",
                     tool.what()
                 )),
             }
@@ -287,7 +317,8 @@ pub(crate) fn measure(
 
 /// The `calls` mode: connects to a server, makes `calls` echo calls of `size` bytes (each
 /// result checked), one after another in a task on the runtime's workers or shared by
-/// `callers` tasks, and exits.
+/// `callers` tasks, and exits. `callers` 0: one server-streaming call of `calls` messages of
+/// `size` bytes instead.
 pub(crate) fn run_client(
     imp: Impl,
     addr: std::net::SocketAddr,
@@ -305,6 +336,7 @@ pub(crate) fn run_client(
             Impl::Dep2p | Impl::Layered => {
                 let c = crate::dep2p_side::Client::connect(addr, &id, imp == Impl::Layered).await;
                 match callers {
+                    0 => drop(c.download(calls, size).await),
                     1 => c.echo_sequential(0, calls, size, None).await,
                     n => drop(c.echo_concurrent(n, calls, size).await),
                 }
@@ -312,6 +344,7 @@ pub(crate) fn run_client(
             Impl::Quinn => {
                 let c = crate::quinn_side::Client::connect(addr, profile).await;
                 match callers {
+                    0 => drop(c.download(calls, size).await),
                     1 => c.echo_sequential(0, calls, size, None).await,
                     n => drop(c.echo_concurrent(n, calls, size).await),
                 }

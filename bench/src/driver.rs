@@ -106,7 +106,7 @@ pub(crate) fn run(args: DriverArgs) {
                     imp,
                     args.quinn_profile,
                     sizes.count_calls,
-                    sizes.unary_size,
+                    (sizes.unary_size, sizes.stream_message_size),
                     &mut figures,
                 );
                 figures.set("counts_seconds", t.elapsed().as_secs_f64());
@@ -183,11 +183,15 @@ fn notes(sizes: &Sizes, workloads: &[Workload], profile: Profile, wall: Duration
              and both pinned to one CPU (taskset -c 0) unless a note says otherwise; per \
              call = (count at {twice} − count at {n}) ÷ {n}, so start-up, handshake and exit \
              cancel out. \"64 callers\": the same calls made by {callers} tasks sharing the \
-             connection.",
+             connection. \"Per streamed message\": one server-streaming call of {m} and then \
+             {m2} messages of {msg} B, per message = the difference ÷ {m}.",
             n = sizes.count_calls,
             twice = 2 * sizes.count_calls,
             size = sizes.unary_size,
             callers = crate::counts::CONCURRENT_CALLERS,
+            m = crate::counts::STREAM_MESSAGES_PER_CALL * sizes.count_calls,
+            m2 = 2 * crate::counts::STREAM_MESSAGES_PER_CALL * sizes.count_calls,
+            msg = sizes.stream_message_size,
         ));
     }
     if workloads.contains(&Workload::Scale) {

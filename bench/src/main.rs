@@ -37,7 +37,7 @@ usage: dep2p-bench [--quick] [--rounds N] [--json PATH] [--impl NAME] [--only LI
        dep2p-bench server --impl NAME [--addr ADDR] [--max-streams N] [--quinn-loopback]
                           [--no-fast-loopback] [--inline-limit-us N]
        dep2p-bench calls --impl dep2p|quinn --addr ADDR --id ID --calls N [--size BYTES]
-                         [--callers N] [--quinn-loopback]
+                         [--callers N | --stream] [--quinn-loopback]
 
 Without a subcommand, runs the benchmark: for each round and implementation it starts a server
 process (this program's `server` mode), runs the client side of every workload against it, and
@@ -57,13 +57,15 @@ prints a Markdown table of medians (min–max) over rounds with dep2p ÷ quinn r
                  defaults: 64 KB datagrams from the start, segmentation offload off, an
                  initial congestion window of ten datagrams, 4 MiB socket buffers
 
-`counts` (instructions and system calls per unary call) runs server and client processes
+`counts` (instructions and system calls per unary call, and per message of a server-streaming
+call) runs server and client processes
 under valgrind --tool=callgrind and strace -f -c; a tool that is missing or cannot trace here
 is skipped with a note.
 
 `calls` connects to a server, makes N sequential checked echo calls and exits (the client
 process the counts are taken of); with `--callers N`, N tasks share the calls and the
-connection, as in the concurrency workload.
+connection, as in the concurrency workload; with `--stream`, it makes one server-streaming
+call of N messages of BYTES each instead, as in the server streaming workload.
 
 `server` serves one implementation on ADDR (default 127.0.0.1:0), prints
 `ready <address> <node id>`, answers control commands on stdin and exits when stdin closes.
@@ -159,6 +161,7 @@ fn calls(args: Vec<String>) -> ! {
             "--calls" => calls = Some(number(value(&mut it, "--calls"), "--calls")),
             "--size" => size = number(value(&mut it, "--size"), "--size"),
             "--callers" => callers = number(value(&mut it, "--callers"), "--callers").max(1),
+            "--stream" => callers = 0,
             "--quinn-loopback" => profile = Profile::Loopback,
             other => fail(&format!("unknown calls option {other:?}")),
         }

@@ -192,6 +192,26 @@ const COUNT_ROWS: &[(&str, &str, &str)] = &[
         "system calls per call, 64 callers",
         "client + server",
     ),
+    (
+        "stream_instr_per_call_client",
+        "instructions per streamed message",
+        "client process",
+    ),
+    (
+        "stream_instr_per_call_server",
+        "instructions per streamed message",
+        "server process",
+    ),
+    (
+        "stream_instr_per_call_both",
+        "instructions per streamed message",
+        "client + server",
+    ),
+    (
+        "stream_syscalls_per_call_both",
+        "system calls per streamed message",
+        "client + server",
+    ),
 ];
 
 /// The row of a figure of the growing workload (`scale_…` keys): a sort key, the workload

@@ -62,15 +62,13 @@ async fn serve(link: Arc<Link>, services: Arc<Services>) {
     ));
     let mut inline = Inline::new(&link);
     while let Ok((send, recv)) = link.quic().accept_bi().await {
-        let call = serve_stream(
-            link.connection(),
-            Arc::clone(&services),
-            Some(send),
+        let stream = Opened {
+            conn: link.connection(),
+            send: Some(send),
             recv,
-            Place::Try(Arc::clone(&limit)),
-            parent.clone(),
-        );
-        if let Some(call) = inline.serve(call).await {
+            place: Place::Try(Arc::clone(&limit)),
+        };
+        if let Some(call) = inline.serve(stream, &services, &parent).await {
             call.spawn(link.shared().tracker());
         }
     }
@@ -99,15 +97,13 @@ async fn serve_notifications(
         let Ok(place) = Arc::clone(&limit).acquire_owned().await else {
             return;
         };
-        let call = serve_stream(
-            link.connection(),
-            Arc::clone(&services),
-            None,
+        let stream = Opened {
+            conn: link.connection(),
+            send: None,
             recv,
-            Place::Held(place),
-            parent.clone(),
-        );
-        if let Some(call) = inline.serve(call).await {
+            place: Place::Held(place),
+        };
+        if let Some(call) = inline.serve(stream, &services, &parent).await {
             call.spawn(link.shared().tracker());
         }
     }
@@ -119,12 +115,24 @@ const SPAWN_AFTER_SLOW: u32 = 64;
 /// Where an accept loop serves its calls: in its own task while they are done in their
 /// first poll, spawned once they wait (see [`NodeBuilder::inline_limit`]).
 ///
+/// A call whose header is there when its stream is accepted is admitted here, without a
+/// future of its own around it: the future polled here is the service's, already boxed, and
+/// it is that future that a task takes over if the call has to wait.
+///
 /// [`NodeBuilder::inline_limit`]: crate::NodeBuilder::inline_limit
 struct Inline {
     /// How long a first poll here may take; `None`: calls are all spawned.
     limit: Option<Duration>,
     /// Calls still to spawn without a first poll here.
     spawn: u32,
+}
+
+/// A stream a peer opened, to serve as a call.
+struct Opened {
+    conn: Connection,
+    send: Option<quinn::SendStream>,
+    recv: quinn::RecvStream,
+    place: Place,
 }
 
 impl Inline {
@@ -135,46 +143,85 @@ impl Inline {
         }
     }
 
-    /// Polls `call` here once, unless calls are to be spawned for now. The call to spawn, if
-    /// it is not done.
-    fn serve<'a, F: Future<Output = ()> + 'a>(
+    /// Serves `stream` here as far as it goes without a wait, unless calls are to be spawned
+    /// for now. What is left to spawn, if the call is not done.
+    fn serve<'a>(
         &'a mut self,
-        call: F,
-    ) -> impl Future<Output = Option<Serve<F>>> + 'a {
-        let mut call = Some(call);
-        std::future::poll_fn(move |cx| Poll::Ready(call.take().and_then(|call| self.run(call, cx))))
+        stream: Opened,
+        services: &'a Arc<Services>,
+        parent: &'a tracing::Span,
+    ) -> impl Future<Output = Option<Serve>> + 'a {
+        let mut stream = Some(stream);
+        std::future::poll_fn(move |cx| {
+            let stream = stream.take();
+            Poll::Ready(stream.and_then(|stream| self.run(stream, services, parent, cx)))
+        })
     }
 
-    fn run<F: Future<Output = ()>>(&mut self, call: F, cx: &mut Context<'_>) -> Option<Serve<F>> {
+    fn run(
+        &mut self,
+        stream: Opened,
+        services: &Arc<Services>,
+        parent: &tracing::Span,
+        cx: &mut Context<'_>,
+    ) -> Option<Serve> {
+        let Opened {
+            conn,
+            send,
+            recv,
+            place,
+        } = stream;
+        let mut reader = conn.reader(recv);
+        let later = |conn, reader, send, place| {
+            let later = serve_stream(
+                conn,
+                Arc::clone(services),
+                send,
+                reader,
+                place,
+                parent.clone(),
+            );
+            Some(Serve::Stream(Box::pin(later)))
+        };
         let Some(limit) = self.limit.filter(|_| self.spawn == 0) else {
             self.spawn = self.spawn.saturating_sub(1);
-            return Some(Serve::Fresh(call));
+            return later(conn, reader, send, place);
         };
-        let mut call = Box::pin(call);
         let started = Instant::now();
-        let polled = call.as_mut().poll(cx);
+        // A header not here yet is waited for by a task of the call's own.
+        let Poll::Ready(first) = reader.poll_frame(cx) else {
+            return later(conn, reader, send, place);
+        };
+        let mut serve = match admit(&conn, services, send, reader, Ok(first), place, parent) {
+            Ok((span, call)) => Serve::Call(trace::served(span, call)),
+            Err(refused) => Serve::Stream(Box::pin(async move { refuse(&conn, refused).await })),
+        };
+        let polled = match &mut serve {
+            Serve::Call(call) => Pin::new(call).poll(cx),
+            Serve::Stream(rest) => rest.as_mut().poll(cx),
+        };
         if started.elapsed() > limit {
             self.spawn = SPAWN_AFTER_SLOW;
         }
         // The call now waits on wakers of this loop's task; the task it is spawned as polls
         // it again at once, and from then on it wakes that task instead.
-        polled.is_pending().then_some(Serve::Polled(call))
+        polled.is_pending().then_some(serve)
     }
 }
 
-/// A call for a task of its own.
-enum Serve<F> {
-    /// Not polled yet.
-    Fresh(F),
-    /// Polled once, and waiting.
-    Polled(Pin<Box<F>>),
+/// What is left of a call for a task of its own.
+enum Serve {
+    /// An admitted call: its service's future, in its span.
+    Call(trace::Served<CallFuture>),
+    /// A stream whose header is still to come, or a refusal still to write.
+    Stream(Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
-impl<F: Future<Output = ()> + Send + 'static> Serve<F> {
+impl Serve {
     fn spawn(self, tracker: &tokio_util::task::TaskTracker) {
         match self {
-            Serve::Fresh(call) => drop(tracker.spawn(call)),
-            Serve::Polled(call) => drop(tracker.spawn(call)),
+            Serve::Call(call) => drop(tracker.spawn(call)),
+            Serve::Stream(rest) => drop(tracker.spawn(rest)),
         }
     }
 }
@@ -199,15 +246,12 @@ fn serve_stream(
     conn: Connection,
     services: Arc<Services>,
     send: Option<quinn::SendStream>,
-    recv: quinn::RecvStream,
+    mut reader: FrameReader,
     place: Place,
     parent: tracing::Span,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        // In a block of its own: the reader's room in the future is free again once the call
-        // has it.
         let admitted = {
-            let mut reader = conn.reader(recv);
             let first = match std::future::poll_fn(|cx| Poll::Ready(reader.poll_frame(cx))).await {
                 Poll::Ready(first) => Ok(first),
                 // Boxed: most headers are here when their stream is accepted.

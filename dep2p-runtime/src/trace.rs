@@ -5,6 +5,7 @@
 //! written only when formatted), so a call allocates nothing more.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use futures::future::Either;
 use futures::FutureExt;
@@ -23,16 +24,19 @@ pub(crate) fn outcome_name<T>(result: &Result<T, Error>) -> &'static str {
     }
 }
 
+/// The serving of one call in its span: the service's future as it is when nothing takes the
+/// span, boxed with the logging around it otherwise. Either way it can be polled where it is
+/// and moved afterwards (spawned, if it has to wait).
+pub(crate) type Served<F> =
+    Either<futures::future::Map<F, fn(Outcome)>, Pin<Box<dyn Future<Output = ()> + Send>>>;
+
 /// Runs the serving of one call in `span`, then logs its outcome and duration in it.
-///
-/// Not an `async fn`, which would hold `fut` and the span twice: it is part of the future of
-/// every served call's task.
-pub(crate) fn served<F: Future<Output = Outcome>>(
-    span: tracing::Span,
-    fut: F,
-) -> impl Future<Output = ()> {
+pub(crate) fn served<F>(span: tracing::Span, fut: F) -> Served<F>
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
     if span.is_disabled() {
-        return Either::Left(fut.map(drop));
+        return Either::Left(fut.map(drop as fn(Outcome)));
     }
     let started = Instant::now();
     let run = async move {
@@ -43,7 +47,7 @@ pub(crate) fn served<F: Future<Output = Outcome>>(
             "call ended"
         );
     };
-    Either::Right(run.instrument(span))
+    Either::Right(Box::pin(run.instrument(span)))
 }
 
 /// Runs an outgoing call in `span`, then logs its outcome and duration in it.
